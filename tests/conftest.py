@@ -1,0 +1,83 @@
+"""Real Redis servers for the whole test run; see servers.py.
+
+The session fixtures start one server each, the first time a test asks for it,
+and stop it at the end of the run. Tests share them, so a test that needs an
+empty database asks for ``flush_servers``, and one that needs a pristine or
+disposable server (restart, kill, odd config) starts its own with
+``server_factory``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from servers import ACL_RULES, AUTH_PASSWORD, RedisServer, find_server_binary
+
+
+def pytest_report_header() -> str:
+    try:
+        binary = find_server_binary()
+    except RuntimeError as error:
+        return f"redis server: {error}"
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"redis server: {binary} ({version})"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A server on a free TCP port of 127.0.0.1, without a password."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_unix_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RedisServer]:
+    """A server on a unix socket only (``.port`` is 0), without a password."""
+    socket_path = tmp_path_factory.mktemp("unix") / "redis.sock"
+    with RedisServer(unix_socket=str(socket_path)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_auth_server() -> Iterator[RedisServer]:
+    """A TCP server whose ``default`` user has the password ``AUTH_PASSWORD``,
+    with the ACL users of ``ACL_USERS``: ``app`` (keys ``app:*`` only) and
+    ``reader`` (read-only)."""
+    with RedisServer(password=AUTH_PASSWORD, acl=ACL_RULES) as server:
+        yield server
+
+
+@pytest.fixture
+def flush_servers(
+    redis_server: RedisServer,
+    redis_unix_server: RedisServer,
+    redis_auth_server: RedisServer,
+) -> None:
+    """Empty every database of the shared servers before the test."""
+    for server in (redis_server, redis_unix_server, redis_auth_server):
+        with server.client() as client:
+            client.flushall()
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., RedisServer]]:
+    """Start private servers: ``server_factory(**RedisServer options)``. They are
+    stopped after the test."""
+    servers: list[RedisServer] = []
+
+    def start(**options: Any) -> RedisServer:
+        server = RedisServer(**options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.stop()

