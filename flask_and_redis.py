@@ -1,0 +1,1079 @@
+"""Flask-And-Redis: the Redis connection manager for Flask.
+
+Configure Redis the way the rest of a Flask app is configured -- ``REDIS_URL``
+or ``REDIS_HOST``/``REDIS_PORT``/``REDIS_DB``/``REDIS_PASSWORD``, a client
+class, a prefix per database -- and get a ready client on ``redis.connection``
+and ``app.extensions["redis"][prefix]``, with every client method callable on
+the extension itself::
+
+    from flask import Flask
+    from flask_and_redis import Redis
+
+    app = Flask(__name__)
+    app.config["REDIS_URL"] = "redis://localhost:6379/0"
+    redis = Redis(app)
+
+    with app.app_context():
+        redis.set("greeting", "hello")
+
+The module is the whole runtime: it can be installed or copied into a project.
+Its sections, top to bottom: configuration (pure functions from app config to
+client keyword arguments), client construction, and the extension.
+"""
+
+from __future__ import annotations
+
+import codecs
+import difflib
+import inspect
+import logging
+import os
+import pkgutil
+import re
+import ssl
+import typing as t
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from flask import Flask
+
+try:  # The context variable behind flask.current_app: one C call, no proxy.
+    from flask.globals import _cv_app as _app_context
+except ImportError:  # pragma: no cover - only a future Flask would lack it
+    from flask.globals import app_ctx as _app_ctx_proxy
+
+    class _AppContextVar:
+        def get(self, default: t.Any) -> t.Any:
+            try:
+                return _app_ctx_proxy._get_current_object()  # type: ignore[attr-defined]
+            except RuntimeError:
+                return default
+
+    _app_context = _AppContextVar()  # type: ignore[assignment]
+
+__all__ = [
+    "ClientSettings",
+    "ConfigurationError",
+    "Redis",
+    "client_settings_from_config",
+    "mask_url",
+]
+__version__ = "2.0.0.dev0"
+
+logger = logging.getLogger("flask_and_redis")
+
+DEFAULT_CLIENT_CLASS = "redis.Redis"
+
+# Keys of a prefix that are not client keyword arguments.
+_OWN_KEYS = ("URL", "CLASS", "OPTIONS")
+
+
+class ConfigurationError(ValueError):
+    """A configuration value that Flask-And-Redis cannot use.
+
+    Raised by :meth:`Redis.init_app` (and :func:`client_settings_from_config`)
+    before any connection is made. The message names the config key, shows the
+    value with secrets masked, and says what is accepted.
+
+    :param key: the config key (``"REDIS_PORT"``) or the place the value came
+        from (``"REDIS_OPTIONS['socket_timeout']"``).
+    :param message: what is wrong and what is accepted.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+# -- Configuration: showing values without secrets ---------------------------
+
+_SECRET_NAME = re.compile(r"password|secret|token|credential", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@]*)@")
+_QUERY_SECRET = re.compile(
+    r"(?P<name>[?&][^=&#]*(?:password|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE
+)
+_MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """Return *url* with its password replaced by ``***``.
+
+    ``redis://user:pw@host/0`` becomes ``redis://user:***@host/0``. Userinfo
+    without a ``:`` is masked whole, since some clients read it as a password.
+    Password query options (``?password=…``) are masked too.
+    """
+
+    def userinfo(match: re.Match[str]) -> str:
+        username, colon, _ = match["userinfo"].partition(":")
+        masked = f"{username}:{_MASK}" if colon else _MASK
+        return f"{match['scheme']}{masked}@"
+
+    # The userinfo ends at the last "@" of the authority: passwords may
+    # contain unescaped "@" and "/", which urlsplit would misread.
+    head, at, rest = url.rpartition("@")
+    if at and "://" in head:
+        url = _URL_USERINFO.sub(userinfo, f"{head}@", count=1) + rest
+    return _QUERY_SECRET.sub(rf"\g<name>{_MASK}", url)
+
+
+def _show(key: str, value: object) -> str:
+    """The value of a config key as an error message shows it."""
+    if _SECRET_NAME.search(key):
+        return _MASK
+    if isinstance(value, str) and "://" in value:
+        return repr(mask_url(value))
+    if isinstance(value, Mapping):
+        shown = ", ".join(
+            f"{name!r}: {_show(str(name), item)}" for name, item in value.items()
+        )
+        return f"{{{shown}}}"
+    return repr(value)
+
+
+# -- Configuration: accepted values --------------------------------------------
+
+
+class _Kind(t.NamedTuple):
+    """How one client keyword is read from config: what is accepted, and how."""
+
+    expected: str
+    coerce: Callable[[object], object]
+
+
+_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
+_NONE = frozenset({"", "none", "null"})
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError(value)
+
+
+def _to_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return int(value.strip())
+    raise ValueError(value)
+
+
+def _to_float(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return float(value.strip())
+    raise ValueError(value)
+
+
+def _is_none(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE)
+
+
+def _checked(
+    convert: Callable[[object], t.Any], check: Callable[[t.Any], bool]
+) -> Callable[[object], object]:
+    def coerce(value: object) -> object:
+        converted = convert(value)
+        if not check(converted):
+            raise ValueError(value)
+        return converted
+
+    return coerce
+
+
+def _or_none(coerce: Callable[[object], object]) -> Callable[[object], object]:
+    def coerce_or_none(value: object) -> object:
+        return None if _is_none(value) else coerce(value)
+
+    return coerce_or_none
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(value)
+    return value
+
+
+def _host(value: object) -> str:
+    host = _text(value).strip()
+    if not host or any(char.isspace() for char in host):
+        raise ValueError(value)
+    return host
+
+
+def _existing_file(value: object) -> str:
+    path = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
+    if not os.path.isfile(path):
+        raise ValueError(value)
+    return str(path)
+
+
+def _existing_dir(value: object) -> str:
+    path = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
+    if not os.path.isdir(path):
+        raise ValueError(value)
+    return str(path)
+
+
+def _cert_reqs(value: object) -> object:
+    if isinstance(value, ssl.VerifyMode):
+        return value
+    if isinstance(value, str) and value.strip().lower() in (
+        "none",
+        "optional",
+        "required",
+    ):
+        return value.strip().lower()
+    raise ValueError(value)
+
+
+def _encoding(value: object) -> str:
+    name = _text(value)
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        raise ValueError(value) from None
+    return name
+
+
+def _number_or_none(value: object) -> object:
+    return None if _is_none(value) else _to_float(value)
+
+
+_SECONDS = _Kind(
+    "a number of seconds greater than 0, or None for no timeout",
+    _or_none(_checked(_to_float, lambda number: number > 0)),
+)
+_BOOL = _Kind("true or false (also yes/no, on/off, 1/0)", _to_bool)
+_TEXT = _Kind("a string", _text)
+_FILE = _Kind("the path of an existing file", _or_none(_existing_file))
+
+# What each well-known client keyword accepts. Keywords not listed here are
+# read by the type of their default in the client class's signature.
+_KINDS: dict[str, _Kind] = {
+    "host": _Kind("a host name or address, or a unix socket path", _host),
+    "port": _Kind(
+        "an integer port from 1 to 65535",
+        _checked(_to_int, lambda port: 0 < port < 65536),
+    ),
+    "db": _Kind(
+        "an integer database number of 0 or more", _checked(_to_int, lambda db: db >= 0)
+    ),
+    "username": _TEXT,
+    "password": _TEXT,
+    "unix_socket_path": _Kind("the path of a unix socket", _host),
+    "socket_timeout": _SECONDS,
+    "socket_connect_timeout": _SECONDS,
+    "socket_keepalive": _BOOL,
+    "socket_read_size": _Kind(
+        "an integer number of bytes greater than 0",
+        _checked(_to_int, lambda size: size > 0),
+    ),
+    "retry_on_timeout": _BOOL,
+    "decode_responses": _BOOL,
+    "encoding": _Kind("a codec name such as 'utf-8'", _encoding),
+    "encoding_errors": _TEXT,
+    "max_connections": _Kind(
+        "an integer greater than 0, or None for no limit",
+        _or_none(_checked(_to_int, lambda count: count > 0)),
+    ),
+    "health_check_interval": _Kind(
+        "a number of seconds of 0 or more (0 turns health checks off)",
+        _checked(_to_float, lambda seconds: seconds >= 0),
+    ),
+    "single_connection_client": _BOOL,
+    "client_name": _Kind("a string, or None", _or_none(_text)),
+    "protocol": _Kind(
+        "2 or 3 (the RESP protocol version), or None for the client's default",
+        _or_none(_checked(_to_int, lambda version: version in (2, 3))),
+    ),
+    "ssl": _BOOL,
+    "ssl_keyfile": _FILE,
+    "ssl_certfile": _FILE,
+    "ssl_ca_certs": _FILE,
+    "ssl_ca_path": _Kind(
+        "the path of an existing directory of CA certificates",
+        _or_none(_existing_dir),
+    ),
+    "ssl_ca_data": _Kind("PEM certificate data as a string", _or_none(_text)),
+    "ssl_cert_reqs": _Kind(
+        "'required' (the default), 'optional' or 'none', or an ssl.VerifyMode",
+        _cert_reqs,
+    ),
+    "ssl_check_hostname": _BOOL,
+    "ssl_password": _Kind("a string", _or_none(_text)),
+    "ssl_ciphers": _Kind("an OpenSSL cipher string", _or_none(_text)),
+    "ssl_validate_ocsp": _BOOL,
+    "ssl_validate_ocsp_stapled": _BOOL,
+}
+
+_KIND_BY_DEFAULT_TYPE: dict[type, _Kind] = {
+    bool: _BOOL,
+    int: _Kind("an integer", _to_int),
+    float: _Kind("a number", _number_or_none),
+}
+
+
+def _kind_of(name: str, default: object) -> _Kind | None:
+    kind = _KINDS.get(name)
+    if kind is None:
+        kind = _KIND_BY_DEFAULT_TYPE.get(type(default))
+    return kind
+
+
+# -- Configuration: the client class -------------------------------------------
+
+
+def _default_client_class() -> type[t.Any]:
+    try:
+        import redis
+    except ImportError:
+        raise ImportError(
+            "Flask-And-Redis needs redis-py for its default client class: install"
+            " it with 'pip install redis', or configure a client class of your"
+            " own (REDIS_CLASS, or Redis.from_custom_provider)."
+        ) from None
+    return redis.Redis
+
+
+def resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
+    """Return the client class named by *value*: a class or a dotted path.
+
+    :param value: a class, or its import path (``"redis.Redis"``,
+        ``"package.module:Class"``).
+    :param key: the config key it came from, for the error message.
+    :raise ConfigurationError: the path does not import or does not name a class.
+    """
+    if isinstance(value, str):
+        if value == DEFAULT_CLIENT_CLASS:
+            return _default_client_class()
+        try:
+            value = pkgutil.resolve_name(value)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ConfigurationError(
+                key,
+                f"{_show(key, value)} cannot be imported ({error}); expected a"
+                " client class or its dotted path, such as 'redis.Redis' or"
+                " 'redis.asyncio.Redis'.",
+            ) from None
+    if not isinstance(value, type):
+        raise ConfigurationError(
+            key,
+            f"{_show(key, value)} is not a class; expected a client class or its"
+            " dotted path, such as 'redis.Redis' or 'redis.asyncio.Redis'.",
+        )
+    return value
+
+
+def _class_name(client_class: Callable[..., t.Any]) -> str:
+    module = getattr(client_class, "__module__", "")
+    name = getattr(client_class, "__qualname__", repr(client_class))
+    if module.startswith("redis.") and module.count(".") == 1:
+        module = "redis"  # redis.client.Redis is exported as redis.Redis
+    return f"{module}.{name}" if module else name
+
+
+def constructor_keywords(client_class: Callable[..., t.Any]) -> dict[str, t.Any] | None:
+    """The keyword arguments *client_class* accepts, each with its default.
+
+    Follows ``functools.wraps`` decorators (redis-py 6 and later wrap
+    ``Redis.__init__`` in one, which hides its parameters from a plain
+    argument-spec reading) and subclasses whose ``__init__`` hands
+    ``**kwargs`` on to a base class. ``None`` means any keyword is accepted.
+    """
+    if not isinstance(client_class, type):
+        keywords, open_ended = _keywords_of(inspect.signature(client_class))
+        return None if open_ended else keywords
+    keywords = {}
+    initialisers = [
+        vars(klass)["__init__"]
+        for klass in client_class.__mro__[:-1]  # object.__init__ takes nothing
+        if "__init__" in vars(klass)
+    ]
+    for initialiser in initialisers:
+        found, open_ended = _keywords_of(inspect.signature(initialiser), skip_self=True)
+        keywords = found | keywords
+        if not open_ended:
+            return keywords
+    # No __init__ at all takes nothing; a last one with **kwargs keeps them.
+    return keywords if not initialisers else None
+
+
+def _keywords_of(
+    signature: inspect.Signature, skip_self: bool = False
+) -> tuple[dict[str, t.Any], bool]:
+    parameters = list(signature.parameters.values())[1 if skip_self else 0 :]
+    keywords = {
+        parameter.name: parameter.default
+        for parameter in parameters
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    }
+    open_ended = any(
+        parameter.kind is parameter.VAR_KEYWORD for parameter in parameters
+    )
+    return keywords, open_ended
+
+
+# -- Configuration: URLs ---------------------------------------------------------
+
+_URL_SCHEMES = ("redis", "rediss", "unix")
+_URL_EXPECTED = (
+    "expected a URL such as 'redis://[[user]:password@]host[:port][/db]',"
+    " 'rediss://…' for TLS, or 'unix://[[user]:password@]/path/to/redis.sock[?db=0]'"
+)
+
+
+@dataclass(frozen=True)
+class _ParsedURL:
+    scheme: str
+    kwargs: dict[str, object]  # client keywords; query values still as text
+
+
+def _parse_url(url: object, key: str) -> _ParsedURL:
+    """Split a Redis URL into client keyword arguments, without coercion.
+
+    Follows redis-py's ``parse_url`` (credentials, host and path are
+    percent-decoded; a ``?db=`` option wins over the path) but reports every
+    problem instead of ignoring it, and tolerates a trailing slash (``/12/``).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(
+            key, f"{_show(key, url)} is not a URL; {_URL_EXPECTED}."
+        )
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as error:
+        raise ConfigurationError(
+            key, f"{_show(key, url)} cannot be parsed ({error}); {_URL_EXPECTED}."
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in _URL_SCHEMES:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has the scheme {scheme + '://' if scheme else 'none'};"
+            f" {_URL_EXPECTED}.",
+        )
+    kwargs: dict[str, object] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        kwargs.setdefault(name, value)
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    path = unquote(parts.path)
+    if scheme == "unix":
+        if parts.hostname or port is not None or not path.startswith("/"):
+            raise ConfigurationError(
+                key,
+                f"{_show(key, url)} has no absolute socket path; a unix URL has"
+                " three slashes before the path: 'unix:///run/redis.sock'.",
+            )
+        kwargs["unix_socket_path"] = path
+        return _ParsedURL(scheme, kwargs)
+    if parts.hostname:
+        kwargs["host"] = unquote(parts.hostname)
+    if port is not None:
+        kwargs["port"] = port
+    database = path.strip("/")
+    if database and "db" not in kwargs:
+        if not database.isdigit():
+            raise ConfigurationError(
+                key,
+                f"{_show(key, url)} has the path {path!r}; the path of a Redis URL"
+                " is a database number such as /0.",
+            )
+        kwargs["db"] = database
+    return _ParsedURL(scheme, kwargs)
+
+
+# -- Configuration: from app config to client settings ----------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class ClientSettings:
+    """The client one prefix of one app gets: its class and keyword arguments.
+
+    Made by :func:`client_settings_from_config`; :meth:`create_client` builds
+    the client. The ``repr`` and :attr:`url` mask passwords.
+
+    :param prefix: the config prefix, ``"REDIS"`` by default.
+    :param client_class: the class (or factory) the client is made with.
+    :param kwargs: the keyword arguments it is called with.
+    :param sources: for each keyword, where it came from: the config key
+        (``"REDIS_URL"``, ``"REDIS_PORT"``, ``"REDIS_OPTIONS"``) or ``"code"``
+        for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`.
+    """
+
+    prefix: str
+    client_class: Callable[..., t.Any]
+    kwargs: Mapping[str, t.Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """Where the client connects, as a URL with the password masked."""
+        kwargs = self.kwargs
+        username = kwargs.get("username")
+        userinfo = quote(username, safe="") if username else ""
+        if kwargs.get("password"):
+            userinfo += f":{_MASK}"
+        if userinfo:
+            userinfo += "@"
+        database = kwargs.get("db", 0)
+        socket = kwargs.get("unix_socket_path")
+        if socket:
+            return f"unix://{userinfo}{socket}?db={database}"
+        scheme = "rediss" if kwargs.get("ssl") else "redis"
+        host = kwargs.get("host", "localhost")
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{scheme}://{userinfo}{host}:{kwargs.get('port', 6379)}/{database}"
+
+    def masked_kwargs(self) -> dict[str, t.Any]:
+        """The keyword arguments with every secret replaced by ``***``."""
+        return {
+            name: _MASK if _SECRET_NAME.search(name) and value is not None else value
+            for name, value in self.kwargs.items()
+        }
+
+    def create_client(self) -> t.Any:
+        """Build the client. Makes no connection: redis-py connects lazily."""
+        return self.client_class(**self.kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientSettings(prefix={self.prefix!r},"
+            f" client_class={_class_name(self.client_class)}, url={self.url!r})"
+        )
+
+
+class _Layer:
+    """Client keywords from one place in the precedence order, coerced."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.values: dict[str, object] = {}
+        self.places: dict[str, str] = {}
+
+    @property
+    def transport(self) -> str | None:
+        if "unix_socket_path" in self.values:
+            return "unix"
+        if "host" in self.values or "port" in self.values:
+            return "tcp"
+        return None
+
+
+_TCP_KEYWORDS = ("host", "port")
+_SOCKET_PREFIXES = ("/", "unix://", "file://")
+
+
+def client_settings_from_config(
+    config: Mapping[str, t.Any],
+    prefix: str = "REDIS",
+    *,
+    client_class: Callable[..., t.Any] | None = None,
+    defaults: Mapping[str, t.Any] | None = None,
+) -> ClientSettings:
+    """Read the settings of one prefix from an app's config, and check them.
+
+    Precedence, highest first: ``<prefix>_URL``, the discrete keys
+    (``<prefix>_HOST``, ``<prefix>_PORT``, … and ``<prefix>_<KEYWORD>`` for any
+    other keyword of the client class), ``<prefix>_OPTIONS``, then *defaults*
+    (the keyword arguments given in code). Nothing is connected.
+
+    :param config: the app's config, or any mapping of keys to values.
+    :param prefix: the config prefix.
+    :param client_class: the client class to use instead of
+        ``<prefix>_CLASS``; the default is ``redis.Redis``.
+    :param defaults: keyword arguments given in code, under the config.
+    :raise ConfigurationError: a value that cannot be used.
+    """
+
+    def key(name: str) -> str:
+        return f"{prefix}_{name}"
+
+    if client_class is None:
+        value = config.get(key("CLASS"))
+        client_class = (
+            _default_client_class()
+            if value is None
+            else resolve_client_class(value, key("CLASS"))
+        )
+    accepted = constructor_keywords(client_class)
+    class_name = _class_name(client_class)
+
+    def add(layer: _Layer, name: str, value: object, place: str, shown: str) -> None:
+        if accepted is not None and name not in accepted:
+            hint = difflib.get_close_matches(name, accepted, n=1)
+            raise ConfigurationError(
+                place,
+                f"{class_name}() takes no keyword argument {name!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else ".")
+                + f" Its keyword arguments are documented in help({class_name}).",
+            )
+        default = accepted.get(name) if accepted else None
+        kind = _kind_of(name, default)
+        if kind is not None:
+            try:
+                value = kind.coerce(value)
+            except (TypeError, ValueError):
+                raise ConfigurationError(
+                    place, f"{shown} is not valid; expected {kind.expected}."
+                ) from None
+        layer.values[name] = value
+        layer.places[name] = place
+
+    code = _Layer("code")
+    for name, value in (defaults or {}).items():
+        add(code, name, value, f"keyword argument {name!r}", _show(name, value))
+
+    options = _Layer(key("OPTIONS"))
+    mapping = config.get(key("OPTIONS"))
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise ConfigurationError(
+            key("OPTIONS"),
+            f"{_show(key('OPTIONS'), mapping)} is not a mapping; expected a dict of"
+            " client keyword arguments, such as {'socket_timeout': 5}.",
+        )
+    for name, value in (mapping or {}).items():
+        place = f"{key('OPTIONS')}[{name!r}]"
+        if not isinstance(name, str):
+            raise ConfigurationError(place, "keys of the options must be strings.")
+        add(options, name, value, place, _show(name, value))
+
+    keys = _Layer("keys")
+    names = set(_KINDS) | set(accepted or ())
+    names.difference_update(name.lower() for name in _OWN_KEYS)
+    for name in sorted(names):
+        config_key = key(name.upper())
+        if config_key not in config:
+            continue
+        value = config[config_key]
+        if (
+            name == "host"
+            and isinstance(value, str)
+            and value.startswith(_SOCKET_PREFIXES)
+        ):
+            name, value = "unix_socket_path", _socket_path(value)
+        add(keys, name, value, config_key, _show(config_key, value))
+
+    url = _Layer(key("URL"))
+    parsed = None
+    if config.get(key("URL")) is not None:
+        parsed = _parse_url(config[key("URL")], key("URL"))
+        for name, value in parsed.kwargs.items():
+            add(url, name, value, key("URL"), f"the option {name}={_show(name, value)}")
+        if parsed.scheme == "rediss":
+            url.values["ssl"] = True
+            url.places["ssl"] = key("URL")
+
+    layers = [code, options, keys, url]
+    for layer in layers:
+        _check_transport(layer)
+    kwargs, places = _merge(layers)
+    _check_tls(kwargs, places, parsed, key("URL"), key("SSL"))
+    return ClientSettings(
+        prefix=prefix,
+        client_class=client_class,
+        kwargs=kwargs,
+        sources={name: _source(place) for name, place in places.items()},
+    )
+
+
+def _socket_path(value: str) -> str:
+    return urlsplit(value).path if "://" in value else value
+
+
+def _source(place: str) -> str:
+    """The config key (or "code") a value came from, without option details."""
+    return "code" if place.startswith("keyword argument") else place.partition("[")[0]
+
+
+def _check_transport(layer: _Layer) -> None:
+    if layer.transport == "unix":
+        for name in _TCP_KEYWORDS:
+            if name in layer.values:
+                place = layer.places[name]
+                raise ConfigurationError(
+                    place,
+                    f"{_show(place, layer.values[name])} cannot be combined with the"
+                    f" unix socket {layer.values['unix_socket_path']!r} from"
+                    f" {layer.places['unix_socket_path']}: a client connects either"
+                    " to a socket path or to a host and port. Remove one of them.",
+                )
+
+
+def _merge(layers: list[_Layer]) -> tuple[dict[str, t.Any], dict[str, str]]:
+    """Stack the layers, lowest first; the highest layer that says how to
+    connect (socket path, or host/port) decides the transport for all."""
+    transport = next(
+        (layer.transport for layer in reversed(layers) if layer.transport), None
+    )
+    dropped = ("unix_socket_path",) if transport == "tcp" else _TCP_KEYWORDS
+    kwargs: dict[str, t.Any] = {}
+    places: dict[str, str] = {}
+    for layer in layers:
+        for name, value in layer.values.items():
+            if transport is not None and name in dropped:
+                continue
+            kwargs[name] = value
+            places[name] = layer.places[name]
+    return kwargs, places
+
+
+def _check_tls(
+    kwargs: dict[str, t.Any],
+    places: dict[str, str],
+    parsed: _ParsedURL | None,
+    url_key: str,
+    ssl_key: str,
+) -> None:
+    if kwargs.get("ssl") and places["ssl"] != url_key:
+        if parsed is not None and parsed.scheme == "redis":
+            raise ConfigurationError(
+                places["ssl"],
+                f"TLS is on, but {url_key} uses redis://, which means no TLS; use a"
+                f" rediss:// URL, or turn TLS off.",
+            )
+        if "unix_socket_path" in kwargs:
+            raise ConfigurationError(
+                places["ssl"],
+                "TLS is on, but the client connects through a unix socket, which"
+                " does not use TLS; connect to a host and port, or turn TLS off.",
+            )
+    if not kwargs.get("ssl"):
+        for name, place in places.items():
+            if name.startswith("ssl_") and not place.startswith("keyword argument"):
+                raise ConfigurationError(
+                    place,
+                    f"TLS options are set but TLS is off; set {ssl_key} = True or"
+                    " use a rediss:// URL, or remove this option.",
+                )
+
+
+# -- The extension ---------------------------------------------------------------
+
+
+class _Binding:
+    """One app's registration of one extension: its settings and its client."""
+
+    __slots__ = ("client", "settings")
+
+    def __init__(self, settings: ClientSettings, client: t.Any) -> None:
+        self.settings = settings
+        self.client = client
+
+
+_NO_APP = object()  # never an app, and not None: matches no context
+
+
+class _NoContext:
+    """Stands in for the app context outside of one: saves a branch per call."""
+
+    app = None
+
+
+_NO_CONTEXT = _NoContext()
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _check_prefix(prefix: object) -> str:
+    if (
+        not isinstance(prefix, str)
+        or not _PREFIX.fullmatch(prefix)
+        or prefix.endswith("_")
+    ):
+        raise ConfigurationError(
+            "config_prefix",
+            f"{prefix!r} is not a config prefix; expected letters, digits and"
+            " underscores, starting with a letter and not ending with '_', such as"
+            " 'REDIS' or 'CACHE_REDIS'.",
+        )
+    return prefix
+
+
+class Redis:
+    """The Redis extension: a client per app, configured from ``app.config``.
+
+    Every public attribute of the client -- ``get``, ``set``, ``pipeline``,
+    ``pubsub``, … -- is available on the extension and resolves to the client
+    of the current app; so is item access (``redis["key"]``). The client itself
+    is :attr:`connection` and ``app.extensions["redis"][prefix]``.
+
+    :param app: the app to register on now; or call :meth:`init_app` later.
+    :param config_prefix: the prefix of the config keys, ``"REDIS"`` by
+        default; use one extension, with its own prefix, per database.
+    :param client_kwargs: keyword arguments for the client class, used as
+        defaults under the app's config (``Redis(decode_responses=True)``).
+        ``strict`` is accepted and ignored, as in flask-redis.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_bindings",
+        "_last",
+        "client_kwargs",
+        "config_prefix",
+        "provider",
+    )
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        config_prefix: str = "REDIS",
+        **client_kwargs: t.Any,
+    ) -> None:
+        client_kwargs.pop("strict", None)  # StrictRedis is Redis since redis-py 3
+        #: The config prefix used when :meth:`init_app` is given none.
+        self.config_prefix = _check_prefix(config_prefix)
+        #: Client keyword arguments given in code, under each app's config.
+        self.client_kwargs = client_kwargs
+        #: The client class given to :meth:`from_custom_provider`, if any.
+        self.provider: Callable[..., t.Any] | None = None
+        self._bindings: weakref.WeakKeyDictionary[Flask, _Binding] = (
+            weakref.WeakKeyDictionary()
+        )
+        # The app last resolved and its binding: the hot path is one identity
+        # check against the current app. It keeps that one app alive until
+        # another is used; registrations themselves are held weakly.
+        self._last: tuple[object, _Binding] = (_NO_APP, t.cast(_Binding, None))
+        if app is not None:
+            self.init_app(app)
+
+    @classmethod
+    def from_custom_provider(
+        cls, provider: Callable[..., t.Any], app: Flask | None = None, **kwargs: t.Any
+    ) -> Redis:
+        """Make an extension whose clients are built by *provider*.
+
+        The flask-redis way to swap the client class (``FakeRedis`` in
+        tests); the provider takes the place of ``<prefix>_CLASS`` and is
+        called with the configured keyword arguments (it needs no
+        ``from_url``).
+
+        :param provider: a client class, such as ``fakeredis.FakeRedis``.
+        :param app: the app to register on now.
+        :param kwargs: ``config_prefix`` and client keyword arguments.
+        :raise AssertionError: *provider* is ``None`` (as in flask-redis).
+        """
+        if provider is None:
+            raise AssertionError(
+                "The custom provider is None; pass the client class to use,"
+                " such as fakeredis.FakeRedis."
+            )
+        extension = cls(**kwargs)
+        extension.provider = provider
+        if app is not None:
+            extension.init_app(app)
+        return extension
+
+    def init_app(
+        self, app: Flask, config_prefix: str | None = None, **client_kwargs: t.Any
+    ) -> None:
+        """Register the extension on *app*: read and check its config, build
+        its client, and store it in ``app.extensions["redis"][prefix]``.
+
+        Makes no connection. Call it once per app; use another extension for
+        another database of the same app.
+
+        :param app: the Flask app.
+        :param config_prefix: the prefix for this app; defaults to the
+            extension's own.
+        :param client_kwargs: client keyword arguments for this app, over the
+            extension's and under the app's config.
+        :raise ConfigurationError: a config value that cannot be used.
+        :raise RuntimeError: the app already has this extension, or another
+            one with the same prefix.
+        """
+        prefix = (
+            self.config_prefix
+            if config_prefix is None
+            else _check_prefix(config_prefix)
+        )
+        registered = app.extensions.get("redis", {})
+        if app in self._bindings:
+            raise RuntimeError(
+                f"This Redis extension is already registered on the app {app.name!r},"
+                f" with the prefix {self._bindings[app].settings.prefix!r}. Use one"
+                " extension per database: Redis(app, config_prefix='REDIS2')."
+            )
+        if prefix in registered:
+            raise RuntimeError(
+                f"Another Redis extension is already registered on the app"
+                f" {app.name!r} with the prefix {prefix!r}. Import and use that one,"
+                " or give this one a prefix of its own:"
+                " Redis(app, config_prefix='REDIS2')."
+            )
+        settings = client_settings_from_config(
+            app.config,
+            prefix,
+            client_class=self.provider,
+            defaults={**self.client_kwargs, **client_kwargs},
+        )
+        client = settings.create_client()
+        _expose_client_attributes(type(client))
+        self._bindings[app] = _Binding(settings, client)
+        app.extensions.setdefault("redis", {})[prefix] = client
+        self._last = (_NO_APP, self._last[1])
+        logger.debug(
+            "%s on app %r: %s to %s",
+            prefix,
+            app.name,
+            _class_name(settings.client_class),
+            settings.url,
+        )
+
+    @property
+    def connection(self) -> t.Any:
+        """The client of the current app.
+
+        Use it directly in hot loops: calls on the client skip the lookup of
+        the current app that each call through the extension makes.
+        """
+        return self._current_binding().client
+
+    def settings_for(self, app: Flask) -> ClientSettings:
+        """The settings *app*'s client was built with.
+
+        :raise RuntimeError: the extension is not registered on *app*.
+        """
+        return self._find_binding(app).settings
+
+    def _current_binding(self) -> _Binding:
+        app = _app_context.get(_NO_CONTEXT).app
+        cached_app, binding = self._last
+        if app is cached_app:
+            return binding
+        return self._find_binding(app)
+
+    def _find_binding(self, app: Flask | None) -> _Binding:
+        if app is not None:
+            found = self._bindings.get(app)
+            if found is None:
+                raise RuntimeError(
+                    f"The current application {app.name!r} is not registered with"
+                    f" this Redis extension (prefix {self.config_prefix!r}). Call"
+                    " init_app(app) on it in your app factory, or use the extension"
+                    " that was registered on this app."
+                )
+            binding = found
+        else:
+            bindings = list(self._bindings.values())
+            if not bindings:
+                raise RuntimeError(
+                    f"This Redis extension (prefix {self.config_prefix!r}) is not"
+                    " registered on any application. Call redis.init_app(app), or"
+                    " create it with Redis(app)."
+                )
+            if len(bindings) > 1:
+                raise RuntimeError(
+                    "Working outside of application context, and this Redis"
+                    f" extension (prefix {self.config_prefix!r}) is registered on"
+                    f" {len(bindings)} applications, so it cannot tell which client"
+                    " to use. Push an app context ('with app.app_context():'), or"
+                    " use app.extensions['redis'][prefix]."
+                )
+            binding = bindings[0]
+        self._last = (app, binding)
+        return binding
+
+    def __getattr__(self, name: str) -> t.Any:
+        # Reached only for attributes the client class does not declare, such
+        # as the client's instance attributes (connection_pool): expose those
+        # too, so the next lookup skips this method.
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        value = getattr(self._current_binding().client, name)
+        _expose(name)
+        return value
+
+    def __getitem__(self, name: t.Any) -> t.Any:
+        return self._current_binding().client[name]
+
+    def __setitem__(self, name: t.Any, value: t.Any) -> None:
+        self._current_binding().client[name] = value
+
+    def __delitem__(self, name: t.Any) -> None:
+        del self._current_binding().client[name]
+
+    def __contains__(self, name: t.Any) -> bool:
+        return name in self._current_binding().client
+
+    def __repr__(self) -> str:
+        bindings = list(self._bindings.values())
+        app = _app_context.get(_NO_CONTEXT).app
+        if app is not None:
+            found = self._bindings.get(app)
+            bindings = [found] if found else []
+        if len(bindings) == 1:
+            settings = bindings[0].settings
+            where = f"{settings.prefix} {settings.url}"
+        else:
+            where = f"{self.config_prefix} on {len(bindings)} apps"
+        return f"<{type(self).__module__}.{type(self).__name__} {where}>"
+
+    def __copy__(self) -> Redis:
+        copied = type(self).__new__(type(self))
+        for name in Redis.__slots__[1:]:
+            setattr(copied, name, getattr(self, name))
+        return copied
+
+    def __reduce__(self) -> t.NoReturn:
+        raise TypeError(
+            "A Redis extension cannot be pickled: it holds live clients. Create it"
+            " at import time and call init_app(app) in each process instead."
+        )
+
+
+def _client_attribute(name: str) -> property:
+    def get(self: Redis) -> t.Any:
+        # The path of every call through the extension, so _current_binding
+        # is written out here: a method call would add a third to its cost.
+        app = _app_context.get(_NO_CONTEXT).app
+        cached_app, binding = self._last
+        if app is not cached_app:
+            binding = self._find_binding(app)
+        return getattr(binding.client, name)
+
+    def refuse(self: Redis, value: object) -> t.NoReturn:
+        raise AttributeError(
+            f"{name!r} of a Redis extension is the current app's client's; it"
+            " cannot be set here. To replace it in a test, patch the client:"
+            f" mock.patch.object(redis.connection, {name!r})."
+        )
+
+    get.__name__ = name
+    return property(get, refuse, doc=f"``{name}`` of the current app's client.")
+
+
+def _expose(name: str) -> None:
+    if not hasattr(Redis, name):
+        setattr(Redis, name, _client_attribute(name))
+
+
+def _expose_client_attributes(client_class: type) -> None:
+    """Make every public attribute of *client_class* an attribute of the
+    extension, resolved at each lookup to the current app's client."""
+    for name in dir(client_class):
+        if not name.startswith("_"):
+            _expose(name)
