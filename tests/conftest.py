@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from servers import ACL_RULES, AUTH_PASSWORD, RedisServer, find_server_binary
 
@@ -81,3 +82,23 @@ def server_factory() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in reversed(servers):
         server.stop()
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """Make Flask apps: ``make_app(REDIS_URL=…, name=…)``. The Redis clients
+    registered on them are closed after the test."""
+    apps: list[Flask] = []
+
+    def make(name: str = "test_app", **config: Any) -> Flask:
+        app = Flask(name)
+        app.config.update(config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        for client in app.extensions.get("redis", {}).values():
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
