@@ -90,7 +90,6 @@ class ConfigurationError(ValueError):
 # -- Configuration: showing values without secrets ---------------------------
 
 _SECRET_NAME = re.compile(r"password|secret|token|credential", re.IGNORECASE)
-_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<userinfo>[^@]*)@")
 _QUERY_SECRET = re.compile(
     r"(?P<name>[?&][^=&#]*(?:password|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE
 )
@@ -105,16 +104,15 @@ def mask_url(url: str) -> str:
     Password query options (``?password=…``) are masked too.
     """
 
-    def userinfo(match: re.Match[str]) -> str:
-        username, colon, _ = match["userinfo"].partition(":")
+    # Everything up to the last "@" counts as userinfo: an unescaped "@", "/"
+    # or "?" in a password would end it early for urlsplit and show the rest.
+    # A query value with an "@" is masked too; better more than less.
+    head, at, host_and_rest = url.rpartition("@")
+    if at:
+        scheme, separator, userinfo = head.rpartition("://")
+        username, colon, _ = userinfo.partition(":")
         masked = f"{username}:{_MASK}" if colon else _MASK
-        return f"{match['scheme']}{masked}@"
-
-    # The userinfo ends at the last "@" of the authority: passwords may
-    # contain unescaped "@" and "/", which urlsplit would misread.
-    head, at, rest = url.rpartition("@")
-    if at and "://" in head:
-        url = _URL_USERINFO.sub(userinfo, f"{head}@", count=1) + rest
+        url = f"{scheme}{separator}{masked}@{host_and_rest}"
     return _QUERY_SECRET.sub(rf"\g<name>{_MASK}", url)
 
 
@@ -122,7 +120,7 @@ def _show(key: str, value: object) -> str:
     """The value of a config key as an error message shows it."""
     if _SECRET_NAME.search(key):
         return _MASK
-    if isinstance(value, str) and "://" in value:
+    if isinstance(value, str) and ("://" in value or "@" in value):
         return repr(mask_url(value))
     if isinstance(value, Mapping):
         shown = ", ".join(
@@ -205,9 +203,20 @@ def _or_none(coerce: Callable[[object], object]) -> Callable[[object], object]:
 
 
 def _text(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # from_prefixed_env reads FLASK_REDIS_PASSWORD=1234 as JSON
     if not isinstance(value, str):
         raise ValueError(value)
     return value
+
+
+def _optional(coerce: Callable[[object], object]) -> Callable[[object], object]:
+    """Accept None as well; unlike _or_none, a string is never read as None."""
+
+    def coerce_optional(value: object) -> object:
+        return None if value is None else coerce(value)
+
+    return coerce_optional
 
 
 def _host(value: object) -> str:
@@ -261,7 +270,7 @@ _SECONDS = _Kind(
     _or_none(_checked(_to_float, lambda number: number > 0)),
 )
 _BOOL = _Kind("true or false (also yes/no, on/off, 1/0)", _to_bool)
-_TEXT = _Kind("a string", _text)
+_TEXT = _Kind("a string, or None", _optional(_text))
 _FILE = _Kind("the path of an existing file", _or_none(_existing_file))
 
 # What each well-known client keyword accepts. Keywords not listed here are
@@ -298,7 +307,7 @@ _KINDS: dict[str, _Kind] = {
         _checked(_to_float, lambda seconds: seconds >= 0),
     ),
     "single_connection_client": _BOOL,
-    "client_name": _Kind("a string, or None", _or_none(_text)),
+    "client_name": _TEXT,
     "protocol": _Kind(
         "2 or 3 (the RESP protocol version), or None for the client's default",
         _or_none(_checked(_to_int, lambda version: version in (2, 3))),
@@ -311,14 +320,14 @@ _KINDS: dict[str, _Kind] = {
         "the path of an existing directory of CA certificates",
         _or_none(_existing_dir),
     ),
-    "ssl_ca_data": _Kind("PEM certificate data as a string", _or_none(_text)),
+    "ssl_ca_data": _Kind("PEM certificate data as a string", _optional(_text)),
     "ssl_cert_reqs": _Kind(
         "'required' (the default), 'optional' or 'none', or an ssl.VerifyMode",
         _cert_reqs,
     ),
     "ssl_check_hostname": _BOOL,
-    "ssl_password": _Kind("a string", _or_none(_text)),
-    "ssl_ciphers": _Kind("an OpenSSL cipher string", _or_none(_text)),
+    "ssl_password": _TEXT,
+    "ssl_ciphers": _Kind("an OpenSSL cipher string", _optional(_text)),
     "ssl_validate_ocsp": _BOOL,
     "ssl_validate_ocsp_stapled": _BOOL,
 }
@@ -360,11 +369,12 @@ def resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
     :param key: the config key it came from, for the error message.
     :raise ConfigurationError: the path does not import or does not name a class.
     """
+    resolved = value
     if isinstance(value, str):
         if value == DEFAULT_CLIENT_CLASS:
             return _default_client_class()
         try:
-            value = pkgutil.resolve_name(value)
+            resolved = pkgutil.resolve_name(value)
         except (ImportError, AttributeError, ValueError) as error:
             raise ConfigurationError(
                 key,
@@ -372,13 +382,13 @@ def resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
                 " client class or its dotted path, such as 'redis.Redis' or"
                 " 'redis.asyncio.Redis'.",
             ) from None
-    if not isinstance(value, type):
+    if not isinstance(resolved, type):
         raise ConfigurationError(
             key,
             f"{_show(key, value)} is not a class; expected a client class or its"
             " dotted path, such as 'redis.Redis' or 'redis.asyncio.Redis'.",
         )
-    return value
+    return resolved
 
 
 def _class_name(client_class: Callable[..., t.Any]) -> str:
@@ -458,11 +468,20 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         )
     try:
         parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as error:
+    except ValueError:  # its message may quote the password
         raise ConfigurationError(
-            key, f"{_show(key, url)} cannot be parsed ({error}); {_URL_EXPECTED}."
+            key, f"{_show(key, url)} cannot be parsed; {_URL_EXPECTED}."
         ) from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has an invalid port; expected an integer port"
+            " from 1 to 65535.",
+        )
     scheme = parts.scheme.lower()
     if scheme not in _URL_SCHEMES:
         raise ConfigurationError(
@@ -473,6 +492,12 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
     kwargs: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         kwargs.setdefault(name, value)
+    if "ssl" in kwargs:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has the option ssl=; the scheme says whether TLS"
+            " is on: use rediss:// for TLS and redis:// without.",
+        )
     if parts.username:
         kwargs["username"] = unquote(parts.username)
     if parts.password:
@@ -650,7 +675,7 @@ def client_settings_from_config(
     if mapping is not None and not isinstance(mapping, Mapping):
         raise ConfigurationError(
             key("OPTIONS"),
-            f"{_show(key('OPTIONS'), mapping)} is not a mapping; expected a dict of"
+            f"a {type(mapping).__name__} is not a mapping; expected a dict of"
             " client keyword arguments, such as {'socket_timeout': 5}.",
         )
     for name, value in (mapping or {}).items():
@@ -673,6 +698,12 @@ def client_settings_from_config(
             and value.startswith(_SOCKET_PREFIXES)
         ):
             name, value = "unix_socket_path", _socket_path(value)
+        if name in keys.values:
+            raise ConfigurationError(
+                config_key,
+                f"{_show(config_key, value)} and {keys.places[name]} both name the"
+                " socket path; keep one of them.",
+            )
         add(keys, name, value, config_key, _show(config_key, value))
 
     url = _Layer(key("URL"))
