@@ -31,6 +31,7 @@ import os
 import pkgutil
 import re
 import ssl
+import sys
 import typing as t
 import weakref
 from collections.abc import Callable, Mapping
@@ -392,10 +393,16 @@ def resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
 
 
 def _class_name(client_class: Callable[..., t.Any]) -> str:
-    module = getattr(client_class, "__module__", "")
-    name = getattr(client_class, "__qualname__", repr(client_class))
-    if module.startswith("redis.") and module.count(".") == 1:
-        module = "redis"  # redis.client.Redis is exported as redis.Redis
+    """The shortest import path of *client_class*: redis.Redis, not
+    redis.client.Redis."""
+    module = getattr(client_class, "__module__", None) or ""
+    name = getattr(client_class, "__qualname__", None) or repr(client_class)
+    parts = module.split(".")
+    for length in range(1, len(parts)):
+        package = sys.modules.get(".".join(parts[:length]))
+        if getattr(package, name, None) is client_class:
+            module = ".".join(parts[:length])
+            break
     return f"{module}.{name}" if module else name
 
 
