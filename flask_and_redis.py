@@ -694,6 +694,7 @@ def client_settings_from_config(
     keys = _Layer("keys")
     names = set(_KINDS) | set(accepted or ())
     names.difference_update(name.lower() for name in _OWN_KEYS)
+    _check_spelling(config, prefix, {name.upper() for name in names})
     for name in sorted(names):
         config_key = key(name.upper())
         if config_key not in config:
@@ -704,7 +705,7 @@ def client_settings_from_config(
             and isinstance(value, str)
             and value.startswith(_SOCKET_PREFIXES)
         ):
-            name, value = "unix_socket_path", _socket_path(value)
+            name, value = "unix_socket_path", _socket_path(value, config_key)
         if name in keys.values:
             raise ConfigurationError(
                 config_key,
@@ -736,8 +737,35 @@ def client_settings_from_config(
     )
 
 
-def _socket_path(value: str) -> str:
-    return urlsplit(value).path if "://" in value else value
+def _socket_path(value: str, key: str) -> str:
+    if "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.netloc or parts.query or parts.fragment:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, value)} is not a plain socket path; a unix URL with"
+            " credentials or options goes in the _URL key.",
+        )
+    return parts.path
+
+
+def _check_spelling(config: Mapping[str, t.Any], prefix: str, names: set[str]) -> None:
+    """Refuse a key of the prefix that is a near miss of one it reads: a
+    misspelt REDIS_SOCKET_TIMOUT would otherwise be ignored without a word."""
+    known = {f"{prefix}_{name}" for name in (*names, *_OWN_KEYS)}
+    for config_key in config:
+        if (
+            isinstance(config_key, str)
+            and config_key.startswith(f"{prefix}_")
+            and config_key not in known
+        ):
+            hint = difflib.get_close_matches(config_key, known, n=1, cutoff=0.85)
+            if hint:
+                raise ConfigurationError(
+                    config_key,
+                    f"this key is not read by Flask-And-Redis; did you mean {hint[0]}?",
+                )
 
 
 def _source(place: str) -> str:
@@ -784,14 +812,19 @@ def _check_tls(
     url_key: str,
     ssl_key: str,
 ) -> None:
-    if kwargs.get("ssl") and places["ssl"] != url_key:
-        if parsed is not None and parsed.scheme == "redis":
+    plain_url = parsed is not None and parsed.scheme == "redis"
+    if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
+        if places["ssl"].startswith("keyword argument"):
+            # Keyword arguments in code are defaults: the config's plain URL
+            # or socket turns their TLS off.
+            del kwargs["ssl"], places["ssl"]
+        elif plain_url:
             raise ConfigurationError(
                 places["ssl"],
                 f"TLS is on, but {url_key} uses redis://, which means no TLS; use a"
                 f" rediss:// URL, or turn TLS off.",
             )
-        if "unix_socket_path" in kwargs:
+        else:
             raise ConfigurationError(
                 places["ssl"],
                 "TLS is on, but the client connects through a unix socket, which"
@@ -799,7 +832,11 @@ def _check_tls(
             )
     if not kwargs.get("ssl"):
         for name, place in places.items():
-            if name.startswith("ssl_") and not place.startswith("keyword argument"):
+            if (
+                name.startswith("ssl_")
+                and kwargs[name] is not None
+                and not place.startswith("keyword argument")
+            ):
                 raise ConfigurationError(
                     place,
                     f"TLS options are set but TLS is off; set {ssl_key} = True or"
@@ -879,11 +916,10 @@ class Redis:
         config_prefix: str = "REDIS",
         **client_kwargs: t.Any,
     ) -> None:
-        client_kwargs.pop("strict", None)  # StrictRedis is Redis since redis-py 3
         #: The config prefix used when :meth:`init_app` is given none.
         self.config_prefix = _check_prefix(config_prefix)
         #: Client keyword arguments given in code, under each app's config.
-        self.client_kwargs = client_kwargs
+        self.client_kwargs = _without_strict(client_kwargs)
         #: The client class given to :meth:`from_custom_provider`, if any.
         self.provider: Callable[..., t.Any] | None = None
         self._bindings: weakref.WeakKeyDictionary[Flask, _Binding] = (
@@ -964,7 +1000,7 @@ class Redis:
             app.config,
             prefix,
             client_class=self.provider,
-            defaults={**self.client_kwargs, **client_kwargs},
+            defaults={**self.client_kwargs, **_without_strict(client_kwargs)},
         )
         client = settings.create_client()
         _expose_client_attributes(type(client))
@@ -1071,9 +1107,11 @@ class Redis:
         return f"<{type(self).__module__}.{type(self).__name__} {where}>"
 
     def __copy__(self) -> Redis:
-        copied = type(self).__new__(type(self))
-        for name in Redis.__slots__[1:]:
-            setattr(copied, name, getattr(self, name))
+        """A new extension with the same settings and registrations; apps
+        registered on it later are its own."""
+        copied = type(self)(config_prefix=self.config_prefix, **self.client_kwargs)
+        copied.provider = self.provider
+        copied._bindings.update(self._bindings)
         return copied
 
     def __reduce__(self) -> t.NoReturn:
@@ -1083,7 +1121,12 @@ class Redis:
         )
 
 
-def _client_attribute(name: str) -> property:
+def _without_strict(client_kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
+    """flask-redis's ``strict`` chose StrictRedis, which is Redis since redis-py 3."""
+    return {name: value for name, value in client_kwargs.items() if name != "strict"}
+
+
+def _client_attribute(name: str, doc: str | None) -> property:
     def get(self: Redis) -> t.Any:
         # The path of every call through the extension, so _current_binding
         # is written out here: a method call would add a third to its cost.
@@ -1093,7 +1136,7 @@ def _client_attribute(name: str) -> property:
             binding = self._find_binding(app)
         return getattr(binding.client, name)
 
-    def refuse(self: Redis, value: object) -> t.NoReturn:
+    def refuse(self: Redis, *value: object) -> t.NoReturn:
         raise AttributeError(
             f"{name!r} of a Redis extension is the current app's client's; it"
             " cannot be set here. To replace it in a test, patch the client:"
@@ -1101,12 +1144,12 @@ def _client_attribute(name: str) -> property:
         )
 
     get.__name__ = name
-    return property(get, refuse, doc=f"``{name}`` of the current app's client.")
+    return property(get, refuse, refuse, doc or f"``{name}`` of the current client.")
 
 
-def _expose(name: str) -> None:
+def _expose(name: str, doc: str | None = None) -> None:
     if not hasattr(Redis, name):
-        setattr(Redis, name, _client_attribute(name))
+        setattr(Redis, name, _client_attribute(name, doc))
 
 
 def _expose_client_attributes(client_class: type) -> None:
@@ -1114,4 +1157,8 @@ def _expose_client_attributes(client_class: type) -> None:
     extension, resolved at each lookup to the current app's client."""
     for name in dir(client_class):
         if not name.startswith("_"):
-            _expose(name)
+            attribute = getattr(client_class, name, None)
+            _expose(
+                name,
+                inspect.getdoc(attribute) if inspect.isroutine(attribute) else None,
+            )

@@ -158,6 +158,13 @@ def test_strict_is_accepted_for_flask_redis_compatibility(make_app: MakeApp) -> 
     assert isinstance(redis.connection, redis_py.Redis)
 
 
+def test_strict_is_accepted_by_init_app_too(make_app: MakeApp) -> None:
+    redis = Redis()
+    redis.init_app(make_app(), strict=False)
+
+    assert isinstance(redis.connection, redis_py.Redis)
+
+
 def test_code_keywords_are_defaults_under_config(make_app: MakeApp) -> None:
     app = make_app(REDIS_DECODE_RESPONSES=False)
     redis = Redis(app, decode_responses=True, socket_timeout=9)

@@ -2264,3 +2264,59 @@ def test_code_kwargs_are_defaults_under_config(app: Flask) -> None:
         "decode_responses": "code",
         "db": "code",
     }
+
+
+# -- Near misses, code defaults and plain socket paths --------------------------
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("REDIS_SOCKET_TIMOUT", "REDIS_SOCKET_TIMEOUT"),
+        ("REDIS_PASWORD", "REDIS_PASSWORD"),
+        ("REDIS_URI", "REDIS_URL"),
+        ("REDIS_OPTIONSS", "REDIS_OPTIONS"),
+    ],
+)
+def test_a_misspelt_key_is_reported(typo: str, meant: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        settings({typo: "1"})
+    assert info.value.key == typo
+    assert f"did you mean {meant}?" in str(info.value)
+
+
+def test_unrelated_keys_under_the_prefix_are_left_alone() -> None:
+    result = settings({"REDIS_QUEUE_NAME": "jobs", "REDIS_CACHE_URL": "x"})
+    assert result.kwargs == {}
+
+
+def test_tls_given_in_code_gives_way_to_a_plain_url() -> None:
+    result = client_settings_from_config(
+        {"REDIS_URL": "redis://example.com/0"}, defaults={"ssl": True}
+    )
+    assert "ssl" not in result.kwargs
+
+
+def test_tls_given_in_code_gives_way_to_a_socket() -> None:
+    result = client_settings_from_config(
+        {"REDIS_HOST": "/run/redis.sock"}, defaults={"ssl": True}
+    )
+    assert "ssl" not in result.kwargs
+    assert result.kwargs["unix_socket_path"] == "/run/redis.sock"
+
+
+def test_tls_options_set_to_none_do_not_count_as_set() -> None:
+    result = settings({"REDIS_SSL_CA_CERTS": None, "REDIS_SSL_CERTFILE": None})
+    assert result.kwargs["ssl_ca_certs"] is None
+    assert not result.kwargs.get("ssl")
+
+
+@pytest.mark.parametrize(
+    "host", ["unix:///run/redis.sock?db=2", "unix://user:pw@/run/redis.sock"]
+)
+def test_a_socket_url_in_host_must_be_a_plain_path(host: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        settings({"REDIS_HOST": host})
+    assert info.value.key == "REDIS_HOST"
+    assert "goes in the _URL key" in str(info.value)
+    assert "pw" not in str(info.value)

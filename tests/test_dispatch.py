@@ -108,12 +108,38 @@ def test_patching_the_client_class_is_seen_through_the_extension(
         assert redis.get("key") == b"class-wide"
 
 
+def test_client_attributes_cannot_be_deleted_or_patched_on_the_extension(
+    redis: Redis,
+) -> None:
+    with pytest.raises(AttributeError, match=r"patch the client"):
+        del redis.get
+    with pytest.raises(AttributeError, match=r"patch the client"):
+        with mock.patch.object(redis, "get"):
+            pass
+
+
+def test_the_class_attributes_carry_the_clients_docs(redis: Redis) -> None:
+    assert "Return the value at key" in (type(redis).get.__doc__ or "")
+
+
 def test_copy_shares_the_registrations(redis: Redis, app: Flask) -> None:
     copied = copy.copy(redis)
 
     assert copied is not redis
     with app.app_context():
         assert copied.connection is redis.connection
+
+
+def test_apps_registered_on_a_copy_are_its_own(redis: Redis, make_app: MakeApp) -> None:
+    copied = copy.copy(redis)
+    other = make_app("other")
+
+    copied.init_app(other)
+
+    with other.app_context():
+        assert copied.connection is other.extensions["redis"]["REDIS"]
+        with pytest.raises(RuntimeError, match="not registered"):
+            redis.connection  # noqa: B018
 
 
 def test_pickling_says_why_it_cannot(redis: Redis) -> None:
