@@ -549,8 +549,10 @@ class ClientSettings:
     :param client_class: the class (or factory) the client is made with.
     :param kwargs: the keyword arguments it is called with.
     :param sources: for each keyword, where it came from: the config key
-        (``"REDIS_URL"``, ``"REDIS_PORT"``, ``"REDIS_OPTIONS"``) or ``"code"``
-        for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`.
+        (``"REDIS_URL"``, ``"REDIS_PORT"``, ``"REDIS_OPTIONS"``), ``"code"``
+        for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`,
+        or ``"default"`` for a value Flask-And-Redis sets itself (host name
+        verification when TLS is on).
     """
 
     prefix: str
@@ -729,6 +731,12 @@ def client_settings_from_config(
         _check_transport(layer)
     kwargs, places = _merge(layers)
     _check_tls(kwargs, places, parsed, key("URL"), key("SSL"))
+    if kwargs.get("ssl") and "ssl_check_hostname" not in kwargs:
+        if accepted is None or "ssl_check_hostname" in accepted:
+            # redis-py before 6 does not check the host name by default:
+            # verify certificates fully unless the config says otherwise.
+            kwargs["ssl_check_hostname"] = True
+            places["ssl_check_hostname"] = "default"
     return ClientSettings(
         prefix=prefix,
         client_class=client_class,
@@ -769,7 +777,8 @@ def _check_spelling(config: Mapping[str, t.Any], prefix: str, names: set[str]) -
 
 
 def _source(place: str) -> str:
-    """The config key (or "code") a value came from, without option details."""
+    """The config key, "code" or "default" a value came from, without option
+    details."""
     return "code" if place.startswith("keyword argument") else place.partition("[")[0]
 
 

@@ -73,7 +73,7 @@ def test_methods_carry_the_clients_name_and_docs(redis: Redis) -> None:
     assert redis.get.__name__ == "get"
     assert redis.get.__doc__ == redis_py.Redis.get.__doc__
     shown = pydoc.render_doc(redis.get, renderer=pydoc.plaintext)
-    assert "get(name: 'KeyT')" in shown
+    assert "get(name" in shown
     assert "Return the value at key ``name``" in shown
     assert {"get", "set", "pipeline", "pubsub"} <= set(dir(redis))
 
