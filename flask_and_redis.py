@@ -23,6 +23,7 @@ client keyword arguments), client construction, and the extension.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import difflib
 import inspect
@@ -57,6 +58,7 @@ except ImportError:  # pragma: no cover - only a future Flask would lack it
 __all__ = [
     "ClientSettings",
     "ConfigurationError",
+    "LoopLocalClient",
     "Redis",
     "client_settings_from_config",
     "mask_url",
@@ -591,6 +593,15 @@ class ClientSettings:
         """Build the client. Makes no connection: redis-py connects lazily."""
         return self.client_class(**self.kwargs)
 
+    @property
+    def is_asyncio(self) -> bool:
+        """Whether the client class is an asyncio one (``redis.asyncio.Redis``
+        or a subclass): its commands are coroutines, and its connections
+        belong to the event loop that opened them."""
+        return inspect.iscoroutinefunction(
+            getattr(self.client_class, "execute_command", None)
+        )
+
     def __repr__(self) -> str:
         return (
             f"ClientSettings(prefix={self.prefix!r},"
@@ -853,6 +864,114 @@ def _check_tls(
                 )
 
 
+# -- Client construction: asyncio clients, one per event loop --------------------
+
+
+class LoopLocalClient:
+    """The asyncio client of one app and prefix: one client per event loop.
+
+    An asyncio client's connections belong to the event loop that opened
+    them, and Flask runs each ``async def`` view in a new event loop that it
+    closes when the view returns. So for an asyncio client class
+    (``<prefix>_CLASS = "redis.asyncio.Redis"``) every event loop gets a
+    client of its own, built from the same :class:`ClientSettings` on first
+    use in that loop, reused for as long as the loop runs, and closed, with
+    its connections, when the loop shuts down.
+
+    It stands in ``app.extensions["redis"][prefix]`` where a sync prefix
+    has its client, and hands attribute lookups on to the running loop's
+    client: ``await app.extensions["redis"]["ASYNC_REDIS"].get("key")``.
+
+    :param settings: what every loop's client is built from.
+    """
+
+    __slots__ = ("_clients", "_closers", "settings")
+
+    def __init__(self, settings: ClientSettings) -> None:
+        #: The settings each loop's client is built from.
+        self.settings = settings
+        # Plain dicts rather than weak ones: the closer registered with a
+        # loop holds on to that loop anyway, and both entries leave when the
+        # loop shuts down.
+        self._clients: dict[asyncio.AbstractEventLoop, t.Any] = {}
+        self._closers: dict[
+            asyncio.AbstractEventLoop, t.AsyncGenerator[None, None]
+        ] = {}
+
+    @property
+    def client(self) -> t.Any:
+        """The running event loop's client, built on first use in that loop.
+
+        :raise RuntimeError: no event loop is running in this thread.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(self._no_loop_message()) from None
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._open(loop)
+        return client
+
+    def _open(self, loop: asyncio.AbstractEventLoop) -> t.Any:
+        client = self.settings.create_client()
+        closer = self._close_at_shutdown(loop, client)
+        # Take the closer to its yield now. Its first step registers it with
+        # the running loop (through sys.set_asyncgen_hooks), and the loop's
+        # shutdown_asyncgens() closes it -- running its finally, which can
+        # still await -- before the loop is closed. asyncio.run() and
+        # asyncio.Runner call it, and so asgiref (Flask's async views),
+        # Quart, Hypercorn and Uvicorn do.
+        try:
+            closer.asend(None).send(None)
+        except StopIteration:
+            pass
+        self._clients[loop] = client
+        self._closers[loop] = closer
+        logger.debug(
+            "%s: new client for event loop %#x", self.settings.prefix, id(loop)
+        )
+        return client
+
+    async def _close_at_shutdown(
+        self, loop: asyncio.AbstractEventLoop, client: t.Any
+    ) -> t.AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            del self._clients[loop], self._closers[loop]
+            await client.aclose()
+            logger.debug(
+                "%s: closed the client of event loop %#x",
+                self.settings.prefix,
+                id(loop),
+            )
+
+    def _no_loop_message(self) -> str:
+        return (
+            f"{self.settings.prefix} has an asyncio client class"
+            f" ({_class_name(self.settings.client_class)}), whose clients belong"
+            " to an event loop, and no event loop is running here. Use it in an"
+            " async view or a coroutine ('await redis.get(...)'); for sync code,"
+            " configure another prefix with a sync client class next to this one."
+        )
+
+    def __getattr__(self, name: str) -> t.Any:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return getattr(self.client, name)
+
+    def __repr__(self) -> str:
+        settings = self.settings
+        return (
+            f"<{type(self).__module__}.{type(self).__name__} {settings.prefix}"
+            f" {_class_name(settings.client_class)} to {settings.url},"
+            f" clients in {len(self._clients)} event loops>"
+        )
+
+
 # -- The extension ---------------------------------------------------------------
 
 
@@ -866,6 +985,17 @@ class _Binding:
         self.client = client
 
 
+def _bind(settings: ClientSettings) -> _Binding | LoopLocalClient:
+    """What serves one app and prefix: its client, or for an asyncio client
+    class a client per event loop. Makes no connection."""
+    if settings.is_asyncio:
+        _expose_client_attributes(t.cast(type, settings.client_class))
+        return LoopLocalClient(settings)
+    client = settings.create_client()
+    _expose_client_attributes(type(client))
+    return _Binding(settings, client)
+
+
 _NO_APP = object()  # never an app, and not None: matches no context
 
 
@@ -877,6 +1007,15 @@ class _NoContext:
 
 _NO_CONTEXT = _NoContext()
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+def _current_quart_app() -> t.Any:
+    """The app of Quart's current app context; None without one, or without
+    Quart (which is never imported here)."""
+    quart = sys.modules.get("quart")
+    if quart is None or not quart.has_app_context():
+        return None
+    return quart.current_app._get_current_object()
 
 
 def _check_prefix(prefix: object) -> str:
@@ -931,13 +1070,16 @@ class Redis:
         self.client_kwargs = _without_strict(client_kwargs)
         #: The client class given to :meth:`from_custom_provider`, if any.
         self.provider: Callable[..., t.Any] | None = None
-        self._bindings: weakref.WeakKeyDictionary[Flask, _Binding] = (
+        self._bindings: weakref.WeakKeyDictionary[Flask, _Binding | LoopLocalClient] = (
             weakref.WeakKeyDictionary()
         )
         # The app last resolved and its binding: the hot path is one identity
         # check against the current app. It keeps that one app alive until
         # another is used; registrations themselves are held weakly.
-        self._last: tuple[object, _Binding] = (_NO_APP, t.cast(_Binding, None))
+        self._last: tuple[object, _Binding | LoopLocalClient] = (
+            _NO_APP,
+            t.cast(_Binding, None),
+        )
         if app is not None:
             self.init_app(app)
 
@@ -1011,10 +1153,11 @@ class Redis:
             client_class=self.provider,
             defaults={**self.client_kwargs, **_without_strict(client_kwargs)},
         )
-        client = settings.create_client()
-        _expose_client_attributes(type(client))
-        self._bindings[app] = _Binding(settings, client)
-        app.extensions.setdefault("redis", {})[prefix] = client
+        binding = _bind(settings)
+        self._bindings[app] = binding
+        app.extensions.setdefault("redis", {})[prefix] = (
+            binding if isinstance(binding, LoopLocalClient) else binding.client
+        )
         self._last = (_NO_APP, self._last[1])
         logger.debug(
             "%s on app %r: %s to %s",
@@ -1040,14 +1183,14 @@ class Redis:
         """
         return self._find_binding(app).settings
 
-    def _current_binding(self) -> _Binding:
+    def _current_binding(self) -> _Binding | LoopLocalClient:
         app = _app_context.get(_NO_CONTEXT).app
         cached_app, binding = self._last
         if app is cached_app:
             return binding
         return self._find_binding(app)
 
-    def _find_binding(self, app: Flask | None) -> _Binding:
+    def _find_binding(self, app: Flask | None) -> _Binding | LoopLocalClient:
         if app is not None:
             found = self._bindings.get(app)
             if found is None:
@@ -1067,6 +1210,11 @@ class Redis:
                     " create it with Redis(app)."
                 )
             if len(bindings) > 1:
+                # Quart keeps its app context apart from Flask's. Not cached:
+                # the next call may come from another Quart app.
+                quart_app = _current_quart_app()
+                if quart_app in self._bindings:
+                    return self._bindings[quart_app]
                 raise RuntimeError(
                     "Working outside of application context, and this Redis"
                     f" extension (prefix {self.config_prefix!r}) is registered on"

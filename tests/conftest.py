@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from flask_and_redis import LoopLocalClient
+
 from servers import ACL_RULES, AUTH_PASSWORD, RedisServer, find_server_binary
 
 
@@ -87,7 +89,8 @@ def server_factory() -> Iterator[Callable[..., RedisServer]]:
 @pytest.fixture
 def make_app() -> Iterator[Callable[..., Flask]]:
     """Make Flask apps: ``make_app(REDIS_URL=…, name=…)``. The Redis clients
-    registered on them are closed after the test."""
+    registered on them are closed after the test (asyncio ones close with
+    their event loops)."""
     apps: list[Flask] = []
 
     def make(name: str = "test_app", **config: Any) -> Flask:
@@ -99,6 +102,8 @@ def make_app() -> Iterator[Callable[..., Flask]]:
     yield make
     for app in apps:
         for client in app.extensions.get("redis", {}).values():
+            if isinstance(client, LoopLocalClient):
+                continue  # its clients were closed as their event loops ended
             close = getattr(client, "close", None)
             if callable(close):
                 close()
