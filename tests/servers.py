@@ -305,6 +305,18 @@ class RedisServer:
             clients = client.client_list()
         return sum(1 for entry in clients if entry["name"] != _COUNTING_CLIENT_NAME)
 
+    def wait_for_connected_clients(self, expected: int, deadline: float = 5.0) -> int:
+        """Wait until :meth:`connected_clients` is *expected*, for at most
+        *deadline* seconds, and return the last count: a client that closed its
+        connections has done so when this returns *expected*, but the server
+        may take a moment to see it."""
+        give_up = time.monotonic() + deadline
+        count = self.connected_clients()
+        while count != expected and time.monotonic() < give_up:
+            time.sleep(0.01)
+            count = self.connected_clients()
+        return count
+
     # -- Running
 
     def start(self) -> None:

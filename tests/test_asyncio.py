@@ -1,0 +1,511 @@
+"""asyncio clients: a client per event loop, in Flask async views and coroutines.
+
+Flask runs each ``async def`` view (and each async hook) in an event loop of
+its own that asgiref closes when the view returns, so these tests check that
+every loop gets a working client, that its connections are closed before the
+loop is, and that the server's connection count comes back to where it was.
+Warnings are errors, and the fixture below collects garbage after each test,
+so an unclosed client or connection (ResourceWarning) or a coroutine never
+awaited (RuntimeWarning) fails the test that left it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import fakeredis
+import pytest
+import redis as redis_py
+import redis.asyncio as redis_asyncio
+from flask import Flask
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from flask_and_redis import (
+    ClientSettings,
+    LoopLocalClient,
+    Redis,
+    client_settings_from_config,
+)
+
+from servers import ACL_USERS, AUTH_PASSWORD, RedisServer
+
+MakeApp = Callable[..., Flask]
+
+ASYNC = "redis.asyncio.Redis"
+
+
+class TaggedAsyncRedis(redis_asyncio.Redis):
+    """An asyncio subclass with a keyword of its own."""
+
+    def __init__(self, *args: Any, tag: str = "none", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tag = tag
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test that leaves an unclosed client or a never-awaited coroutine
+    behind (their warnings are errors), or makes asyncio log an error, such
+    as one from closing a client at loop shutdown."""
+    yield
+    gc.collect()
+    problems = [
+        record.getMessage()
+        for record in caplog.get_records("call")
+        if record.name.startswith("asyncio") and record.levelno >= logging.WARNING
+    ]
+    assert problems == []
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A private server: its connection count is this test's alone."""
+    return server_factory()
+
+
+def async_app(make_app: MakeApp, server: RedisServer, **config: Any) -> Flask:
+    return make_app(**{"REDIS_URL": server.url(), "REDIS_CLASS": ASYNC, **config})
+
+
+async def connections_seen_by(redis: Redis) -> int:
+    """How many connections the server has, counted over the client's own."""
+    return len(await redis.client_list())
+
+
+# -- Which classes are asyncio ones -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client_class", "is_asyncio"),
+    [
+        (redis_py.Redis, False),
+        (redis_asyncio.Redis, True),
+        (TaggedAsyncRedis, True),
+        (AsyncRedisCluster, True),
+        (fakeredis.FakeRedis, False),
+        (fakeredis.FakeAsyncRedis, True),
+    ],
+)
+def test_asyncio_client_classes_are_recognised(
+    client_class: type, is_asyncio: bool
+) -> None:
+    settings = client_settings_from_config({}, client_class=client_class)
+    assert settings.is_asyncio is is_asyncio
+
+
+def test_an_asyncio_class_registers_a_loop_local_client(make_app: MakeApp) -> None:
+    app = make_app(ASYNC_REDIS_CLASS=ASYNC, ASYNC_REDIS_URL="redis://cache:6380/2")
+    redis = Redis(app, config_prefix="ASYNC_REDIS")
+
+    registered = app.extensions["redis"]["ASYNC_REDIS"]
+    assert isinstance(registered, LoopLocalClient)
+    assert isinstance(registered.settings, ClientSettings)
+    assert registered.settings.kwargs["port"] == 6380
+    assert redis.settings_for(app) is registered.settings
+    assert repr(registered) == (
+        "<flask_and_redis.LoopLocalClient ASYNC_REDIS redis.asyncio.Redis to"
+        " redis://cache:6380/2, clients in 0 event loops>"
+    )
+
+
+def test_the_repr_masks_the_password(
+    make_app: MakeApp, redis_auth_server: RedisServer
+) -> None:
+    app = async_app(make_app, redis_auth_server)
+    Redis(app)
+
+    shown = repr(app.extensions["redis"]["REDIS"])
+    assert AUTH_PASSWORD not in shown
+    assert ":***@" in shown
+
+
+# -- Without a running loop ----------------------------------------------------------
+
+
+def test_without_a_running_loop_the_error_says_what_to_do(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server, REDIS_CLASS=TaggedAsyncRedis)
+    redis = Redis(app)
+
+    with app.app_context(), pytest.raises(RuntimeError) as error:
+        redis.get("key")
+    message = str(error.value)
+    assert "REDIS has an asyncio client class" in message
+    assert f"{__name__}.TaggedAsyncRedis" in message
+    assert "no event loop is running" in message
+    assert "async view" in message
+    with pytest.raises(RuntimeError, match="no event loop is running"):
+        app.extensions["redis"]["REDIS"].get("key")
+    assert server.connected_clients() == 0
+
+
+# -- In coroutines: one client per loop, closed with it ------------------------------
+
+
+def test_one_client_per_loop_reused_within_it_and_closed_with_it(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+
+    async def main() -> tuple[Any, int]:
+        client = redis.connection
+        assert redis.connection is client
+        assert app.extensions["redis"]["REDIS"].client is client
+        await redis.set("key", "value")
+        assert await app.extensions["redis"]["REDIS"].get("key") == b"value"
+        return client, await connections_seen_by(redis)
+
+    with app.app_context():
+        first, seen_first = asyncio.run(main())
+        assert server.wait_for_connected_clients(0) == 0
+        second, seen_second = asyncio.run(main())
+    assert isinstance(first, redis_asyncio.Redis)
+    assert second is not first
+    assert (seen_first, seen_second) == (1, 1)
+    assert server.wait_for_connected_clients(0) == 0
+    assert "clients in 0 event loops" in repr(app.extensions["redis"]["REDIS"])
+
+
+def test_loops_running_at_once_in_two_threads_have_their_own_clients(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+    both_connected = threading.Barrier(2, timeout=10)
+    seen: list[tuple[Any, int]] = []
+
+    async def main() -> None:
+        with app.app_context():
+            await redis.incr("counter")
+            await asyncio.to_thread(both_connected.wait)
+            seen.append((redis.connection, await connections_seen_by(redis)))
+            await asyncio.to_thread(both_connected.wait)
+
+    threads = [threading.Thread(target=asyncio.run, args=(main(),)) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert [count for _, count in seen] == [2, 2]
+    assert seen[0][0] is not seen[1][0]
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_a_loop_run_by_hand_closes_the_client_in_shutdown_asyncgens(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+
+    async def store() -> None:
+        await redis.set("key", "value")
+
+    loop = asyncio.new_event_loop()
+    try:
+        with app.app_context():
+            loop.run_until_complete(store())
+        assert server.connected_clients() == 1
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_closing_the_client_in_its_loop_leaves_it_usable(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+
+    async def main() -> object:
+        async with redis.connection as client:
+            await client.set("key", "value")
+        assert server.wait_for_connected_clients(0) == 0
+        return await redis.get("key")
+
+    with app.app_context():
+        assert asyncio.run(main()) == b"value"
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_subclasses_by_class_and_by_path_and_custom_providers(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    by_class = Redis(
+        make_app(REDIS_URL=server.url(1), REDIS_CLASS=TaggedAsyncRedis, REDIS_TAG="a")
+    )
+    by_path = Redis(
+        make_app(
+            REDIS_URL=server.url(2),
+            REDIS_CLASS=f"{__name__}.TaggedAsyncRedis",
+            REDIS_OPTIONS={"tag": "b"},
+        )
+    )
+    provided = Redis.from_custom_provider(
+        TaggedAsyncRedis, make_app(REDIS_URL=server.url(3)), tag="c"
+    )
+
+    async def main() -> list[tuple[str, int]]:
+        tags = []
+        for extension in (by_class, by_path, provided):
+            await extension.set("key", extension.connection.tag)
+            tags.append(
+                (
+                    extension.connection.tag,
+                    extension.connection_pool.connection_kwargs["db"],
+                )
+            )
+        return tags
+
+    assert asyncio.run(main()) == [("a", 1), ("b", 2), ("c", 3)]
+    with server.client(db=2) as client:
+        assert client.get("key") == b"b"
+    assert server.wait_for_connected_clients(0) == 0
+
+
+# -- Commands, pipelines, pub/sub, locks ---------------------------------------------
+
+
+def test_commands_pipelines_pubsub_and_locks(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server, REDIS_DECODE_RESPONSES=True)
+    redis = Redis(app)
+
+    async def main() -> None:
+        assert await redis.set("greeting", "hello") is True
+        assert await redis.get("greeting") == "hello"
+        assert await redis.incr("counter", 5) == 5
+        with pytest.raises(TypeError, match="does not support"):
+            redis["greeting"]  # redis-py's asyncio client has no item access
+
+        async with redis.pipeline() as pipe:
+            pipe.set("a", 1).incr("a").get("a")
+            assert await pipe.execute() == [True, 2, "2"]
+        async with redis.pipeline(transaction=False) as pipe:
+            assert await pipe.incr("a").decr("a").execute() == [3, 2]
+
+        async with redis.pubsub() as pubsub:
+            await pubsub.subscribe("news")
+            confirmation = await pubsub.get_message(timeout=5)
+            assert confirmation is not None
+            assert confirmation["type"] == "subscribe"
+            assert await redis.publish("news", "extra") == 1
+            message = await pubsub.get_message(timeout=5)
+            assert message is not None
+            assert (message["type"], message["data"]) == ("message", "extra")
+
+        async with redis.lock("resource", timeout=10):
+            assert await redis.exists("resource") == 1
+        assert await redis.exists("resource") == 0
+
+    with app.app_context():
+        asyncio.run(main())
+    with server.client() as client:
+        assert client.get("a") == b"2"
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_a_pubsub_left_open_is_closed_with_its_loop(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+
+    async def main() -> int:
+        pubsub = redis.pubsub()
+        await pubsub.subscribe("news")
+        return await connections_seen_by(redis)
+
+    with app.app_context():
+        assert asyncio.run(main()) == 2  # the pub/sub connection and the pool's
+    assert server.wait_for_connected_clients(0) == 0
+
+
+# -- Flask async views ---------------------------------------------------------------
+
+
+def counting_app(make_app: MakeApp, server: RedisServer) -> tuple[Flask, Redis]:
+    """An app whose async view counts requests and reports how many
+    connections the server had while it ran."""
+    app = async_app(make_app, server)
+    redis = Redis(app)
+
+    @app.get("/")
+    async def count() -> dict[str, int]:
+        async with redis.pipeline() as pipe:
+            pipe.incr("requests").client_list()
+            requests, clients = await pipe.execute()
+        return {"requests": requests, "connections": len(clients)}
+
+    return app, redis
+
+
+def test_hundreds_of_sequential_requests_use_one_connection_each(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app, _ = counting_app(make_app, server)
+    client = app.test_client()
+
+    replies = [client.get("/").json for _ in range(300)]
+
+    assert [reply["requests"] for reply in replies] == list(range(1, 301))
+    assert {reply["connections"] for reply in replies} == {1}
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_hundreds_of_concurrent_requests_stay_within_one_connection_each(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app, _ = counting_app(make_app, server)
+    threads = 8
+
+    def requests(_: int) -> list[dict[str, int]]:
+        client = app.test_client()
+        return [client.get("/").json for _ in range(25)]
+
+    with ThreadPoolExecutor(threads) as pool:
+        replies = [
+            reply for batch in pool.map(requests, range(threads)) for reply in batch
+        ]
+
+    assert sorted(reply["requests"] for reply in replies) == list(range(1, 201))
+    assert max(reply["connections"] for reply in replies) <= threads
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_views_running_at_once_each_have_a_loop_and_a_connection(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+    views = 4
+    all_connected = threading.Barrier(views, timeout=10)
+    all_counted = threading.Barrier(views, timeout=10)
+
+    @app.get("/")
+    async def view() -> dict[str, int]:
+        await redis.incr("requests")
+        await asyncio.to_thread(all_connected.wait)
+        connections = await connections_seen_by(redis)
+        await asyncio.to_thread(all_counted.wait)
+        return {"connections": connections, "loop": id(asyncio.get_running_loop())}
+
+    with ThreadPoolExecutor(views) as pool:
+        replies = list(
+            pool.map(lambda _: app.test_client().get("/").json, range(views))
+        )
+
+    assert [reply["connections"] for reply in replies] == [views] * views
+    assert len({reply["loop"] for reply in replies}) == views
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_async_hooks_and_views_each_run_in_their_own_loop(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+    loops: list[int] = []
+
+    @app.before_request
+    async def count_request() -> None:
+        loops.append(id(asyncio.get_running_loop()))
+        await redis.incr("requests")
+
+    @app.get("/")
+    async def view() -> str:
+        loops.append(id(asyncio.get_running_loop()))
+        return str(int(await redis.get("requests")))
+
+    client = app.test_client()
+    assert [client.get("/").text for _ in range(3)] == ["1", "2", "3"]
+    assert len(loops) == 6
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_a_sync_and_an_async_prefix_side_by_side(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = make_app(
+        REDIS_URL=server.url(db=0),
+        ASYNC_REDIS_URL=server.url(db=1),
+        ASYNC_REDIS_CLASS=ASYNC,
+    )
+    redis = Redis(app)
+    async_redis = Redis(app, config_prefix="ASYNC_REDIS")
+
+    @app.get("/sync")
+    def sync_view() -> str:
+        redis.incr("sync")
+        return str(int(redis.get("sync")))
+
+    @app.get("/async")
+    async def async_view() -> str:
+        await async_redis.incr("async")
+        redis.incr("sync")  # a sync client works in an async view, blocking
+        return f"{int(await async_redis.get('async'))} {int(redis.get('sync'))}"
+
+    client = app.test_client()
+    assert client.get("/sync").text == "1"
+    assert client.get("/async").text == "1 2"
+    assert client.get("/async").text == "2 3"
+    assert client.get("/sync").text == "4"
+    assert isinstance(app.extensions["redis"]["REDIS"], redis_py.Redis)
+    assert isinstance(app.extensions["redis"]["ASYNC_REDIS"], LoopLocalClient)
+    with app.app_context():
+        assert redis.connection.get("async") is None  # another database
+    # The sync client keeps its one pooled connection; the async ones closed.
+    assert server.wait_for_connected_clients(1) == 1
+
+
+def test_two_async_prefixes_each_close_their_clients(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = make_app(
+        REDIS_URL=server.url(db=0),
+        REDIS_CLASS=ASYNC,
+        CACHE_URL=server.url(db=1),
+        CACHE_CLASS=ASYNC,
+    )
+    redis = Redis(app)
+    cache = Redis(app, config_prefix="CACHE")
+
+    @app.get("/")
+    async def view() -> str:
+        await redis.set("where", "main")
+        await cache.set("where", "cache")
+        return f"{(await redis.get('where')).decode()} {len(await cache.client_list())}"
+
+    client = app.test_client()
+    assert [client.get("/").text for _ in range(20)] == ["main 2"] * 20
+    assert server.wait_for_connected_clients(0) == 0
+
+
+def test_an_authenticated_async_prefix(
+    make_app: MakeApp, redis_auth_server: RedisServer
+) -> None:
+    app = make_app(
+        REDIS_CLASS=ASYNC,
+        REDIS_HOST=redis_auth_server.host,
+        REDIS_PORT=redis_auth_server.port,
+        REDIS_USERNAME="app",
+        REDIS_PASSWORD=ACL_USERS["app"],
+    )
+    redis = Redis(app)
+
+    @app.get("/")
+    async def view() -> str:
+        await redis.set("app:key", "value")
+        return (await redis.get("app:key")).decode()
+
+    assert app.test_client().get("/").text == "value"
