@@ -920,8 +920,8 @@ class LoopLocalClient:
         # the running loop (through sys.set_asyncgen_hooks), and the loop's
         # shutdown_asyncgens() closes it -- running its finally, which can
         # still await -- before the loop is closed. asyncio.run() and
-        # asyncio.Runner call it, and so asgiref (Flask's async views),
-        # Quart, Hypercorn and Uvicorn do.
+        # asyncio.Runner call it, and so do asgiref (Flask's async views),
+        # Quart and Hypercorn.
         try:
             closer.asend(None).send(None)
         except StopIteration:

@@ -509,3 +509,20 @@ def test_an_authenticated_async_prefix(
         return (await redis.get("app:key")).decode()
 
     assert app.test_client().get("/").text == "value"
+
+
+def test_fakeredis_async_with_a_shared_server_keeps_data_across_requests(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(
+        REDIS_CLASS="fakeredis.FakeAsyncRedis",
+        REDIS_OPTIONS={"server": fakeredis.FakeServer()},
+    )
+    redis = Redis(app)
+
+    @app.get("/")
+    async def view() -> str:
+        return str(await redis.incr("hits"))
+
+    client = app.test_client()
+    assert [client.get("/").text for _ in range(3)] == ["1", "2", "3"]
