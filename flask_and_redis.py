@@ -1169,7 +1169,8 @@ class Redis:
 
     @property
     def connection(self) -> t.Any:
-        """The client of the current app.
+        """The client of the current app; for an asyncio client class, the
+        client of the running event loop (see :class:`LoopLocalClient`).
 
         Use it directly in hot loops: calls on the client skip the lookup of
         the current app that each call through the extension makes.
