@@ -989,6 +989,14 @@ def _bind(settings: ClientSettings) -> _Binding | LoopLocalClient:
     """What serves one app and prefix: its client, or for an asyncio client
     class a client per event loop. Makes no connection."""
     if settings.is_asyncio:
+        if not hasattr(settings.client_class, "aclose"):
+            key = f"{settings.prefix}_CLASS"
+            raise ConfigurationError(
+                key,
+                f"{_class_name(settings.client_class)} is an asyncio client class"
+                " without aclose(), so its clients cannot be closed with their"
+                " event loops; use redis-py 5.0.1 or later.",
+            )
         _expose_client_attributes(t.cast(type, settings.client_class))
         return LoopLocalClient(settings)
     client = settings.create_client()

@@ -28,6 +28,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from flask_and_redis import (
     ClientSettings,
+    ConfigurationError,
     LoopLocalClient,
     Redis,
     client_settings_from_config,
@@ -97,6 +98,28 @@ def test_asyncio_client_classes_are_recognised(
 ) -> None:
     settings = client_settings_from_config({}, client_class=client_class)
     assert settings.is_asyncio is is_asyncio
+
+
+class NoAclose:
+    """An asyncio client class that cannot be closed, like redis-py 5.0.0's."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        pass
+
+    async def execute_command(self, *args: Any) -> None:
+        pass
+
+
+def test_an_asyncio_class_without_aclose_is_refused_at_init_app(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(REDIS_CLASS=NoAclose)
+
+    with pytest.raises(ConfigurationError) as error:
+        Redis(app)
+    assert error.value.key == "REDIS_CLASS"
+    assert "without aclose()" in str(error.value)
+    assert "redis-py 5.0.1 or later" in str(error.value)
 
 
 def test_an_asyncio_class_registers_a_loop_local_client(make_app: MakeApp) -> None:
