@@ -55,6 +55,23 @@ except ImportError:  # pragma: no cover - only a future Flask would lack it
 
     _app_context = _AppContextVar()  # type: ignore[assignment]
 
+if t.TYPE_CHECKING:
+    # For type checkers the extension is a redis-py client, so that calls
+    # through it are checked against redis-py's own signatures; at run time
+    # it is a plain class that hands each call to the current app's client.
+    from redis import Redis as _ClientInterface
+    from typing_extensions import TypeVar
+
+    #: The class of the clients an extension makes (``redis.Redis`` unless
+    #: annotated otherwise, or inferred from a custom provider).
+    ClientT = TypeVar("ClientT", default=_ClientInterface)
+else:
+
+    class _ClientInterface:
+        __slots__ = ()
+
+    ClientT = t.TypeVar("ClientT")
+
 __all__ = [
     "ClientSettings",
     "ConfigurationError",
@@ -1041,7 +1058,7 @@ def _check_prefix(prefix: object) -> str:
     return prefix
 
 
-class Redis:
+class Redis(_ClientInterface, t.Generic[ClientT]):
     """The Redis extension: a client per app, configured from ``app.config``.
 
     Every public attribute of the client -- ``get``, ``set``, ``pipeline``,
@@ -1093,8 +1110,8 @@ class Redis:
 
     @classmethod
     def from_custom_provider(
-        cls, provider: Callable[..., t.Any], app: Flask | None = None, **kwargs: t.Any
-    ) -> Redis:
+        cls, provider: Callable[..., ClientT], app: Flask | None = None, **kwargs: t.Any
+    ) -> Redis[ClientT]:
         """Make an extension whose clients are built by *provider*.
 
         The flask-redis way to swap the client class (``FakeRedis`` in
@@ -1176,14 +1193,15 @@ class Redis:
         )
 
     @property
-    def connection(self) -> t.Any:
+    def connection(self) -> ClientT:  # type: ignore[override]
         """The client of the current app; for an asyncio client class, the
         client of the running event loop (see :class:`LoopLocalClient`).
 
         Use it directly in hot loops: calls on the client skip the lookup of
         the current app that each call through the extension makes.
         """
-        return self._current_binding().client
+        client: ClientT = self._current_binding().client
+        return client
 
     def settings_for(self, app: Flask) -> ClientSettings:
         """The settings *app*'s client was built with.
@@ -1235,17 +1253,22 @@ class Redis:
         self._last = (app, binding)
         return binding
 
-    def __getattr__(self, name: str) -> t.Any:
-        # Reached only for attributes the client class does not declare, such
-        # as the client's instance attributes (connection_pool): expose those
-        # too, so the next lookup skips this method.
-        if name.startswith("_"):
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute {name!r}"
-            )
-        value = getattr(self._current_binding().client, name)
-        _expose(name)
-        return value
+    if not t.TYPE_CHECKING:  # checkers see the client's attributes instead
+
+        def __getattr__(self, name: str) -> t.Any:
+            # Reached only for attributes the client class does not declare,
+            # such as the client's instance attributes (connection_pool):
+            # expose those too, so the next lookup skips this method.
+            if name.startswith("_"):
+                raise AttributeError(
+                    f"{type(self).__name__!r} object has no attribute {name!r}"
+                )
+            value = getattr(self._current_binding().client, name)
+            _expose(name)
+            return value
+
+        def __contains__(self, name: t.Any) -> bool:
+            return name in self._current_binding().client
 
     def __getitem__(self, name: t.Any) -> t.Any:
         return self._current_binding().client[name]
@@ -1255,9 +1278,6 @@ class Redis:
 
     def __delitem__(self, name: t.Any) -> None:
         del self._current_binding().client[name]
-
-    def __contains__(self, name: t.Any) -> bool:
-        return name in self._current_binding().client
 
     def __repr__(self) -> str:
         bindings = list(self._bindings.values())
@@ -1272,7 +1292,7 @@ class Redis:
             where = f"{self.config_prefix} on {len(bindings)} apps"
         return f"<{type(self).__module__}.{type(self).__name__} {where}>"
 
-    def __copy__(self) -> Redis:
+    def __copy__(self) -> Redis[ClientT]:
         """A new extension with the same settings and registrations; apps
         registered on it later are its own."""
         copied = type(self)(config_prefix=self.config_prefix, **self.client_kwargs)
