@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import dataclasses
 import difflib
 import inspect
 import logging
@@ -33,13 +34,16 @@ import pkgutil
 import re
 import ssl
 import sys
+import time
 import typing as t
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+import click
 from flask import Flask
+from flask.cli import AppGroup
 
 try:  # The context variable behind flask.current_app: one C call, no proxy.
     from flask.globals import _cv_app as _app_context
@@ -1183,6 +1187,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         app.extensions.setdefault("redis", {})[prefix] = (
             binding if isinstance(binding, LoopLocalClient) else binding.client
         )
+        _add_cli(app, settings)
         self._last = (_NO_APP, self._last[1])
         logger.debug(
             "%s on app %r: %s to %s",
@@ -1348,3 +1353,207 @@ def _expose_client_attributes(client_class: type) -> None:
                 name,
                 inspect.getdoc(attribute) if inspect.isroutine(attribute) else None,
             )
+
+
+# -- The flask redis command -----------------------------------------------------
+
+# The settings of every prefix registered on an app, for the CLI: an app may
+# have several extensions, and the command shows them all.
+_settings_by_app: weakref.WeakKeyDictionary[Flask, dict[str, ClientSettings]] = (
+    weakref.WeakKeyDictionary()
+)
+
+_redis_group = AppGroup(
+    "redis", help="Check and inspect the Redis connections of the app."
+)
+
+
+def _add_cli(app: Flask, settings: ClientSettings) -> None:
+    _settings_by_app.setdefault(app, {})[settings.prefix] = settings
+    if "redis" not in app.cli.commands:  # a command of the app's own wins
+        app.cli.add_command(_redis_group)
+
+
+_prefix_option = click.option(
+    "--prefix",
+    metavar="PREFIX",
+    help="Only the client of this config prefix (default: every prefix).",
+)
+
+
+def _selected_settings(prefix: str | None) -> list[ClientSettings]:
+    app = t.cast(Flask, _app_context.get(_NO_CONTEXT).app)  # commands run in one
+    registered = _settings_by_app.get(app, {})
+    if prefix is None:
+        return list(registered.values())
+    if prefix not in registered:
+        raise click.BadParameter(
+            f"{prefix!r} is not a prefix of this app; its prefixes are"
+            f" {', '.join(map(repr, registered))}.",
+            param_hint="'--prefix'",
+        )
+    return [registered[prefix]]
+
+
+class _Probe:
+    """A client for one CLI command, made from a prefix's settings but giving
+    up after *timeout* seconds, without retries: redis-py 8 retries a refused
+    connection ten times with backoff, too slow for a health check. Its
+    :meth:`call` runs asyncio clients' commands to completion too."""
+
+    def __init__(self, settings: ClientSettings, timeout: float) -> None:
+        accepted = constructor_keywords(settings.client_class)
+        overrides: dict[str, t.Any] = {}
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            if accepted is None or name in accepted:
+                overrides[name] = timeout
+        default_retry: t.Any = (accepted or {}).get("retry")
+        if hasattr(default_retry, "get_retries"):
+            from redis.backoff import NoBackoff
+
+            # The class's own kind of Retry: redis.asyncio has one of its own.
+            overrides["retry"] = type(default_retry)(NoBackoff(), 0)
+        self.settings = settings
+        self.client = dataclasses.replace(
+            settings, kwargs={**settings.kwargs, **overrides}
+        ).create_client()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if inspect.iscoroutinefunction(getattr(self.client, "execute_command", None)):
+            self._loop = asyncio.new_event_loop()
+
+    def call(self, method: str, *args: t.Any) -> t.Any:
+        result = getattr(self.client, method)(*args)
+        if self._loop is not None:
+            result = self._loop.run_until_complete(result)
+        return result
+
+    def error_text(self, error: Exception) -> str:
+        text = f"{type(error).__name__}: {error}"
+        password = self.settings.kwargs.get("password")
+        if password:  # redis-py does not show it, but a custom client might
+            text = text.replace(str(password), _MASK)
+        return text
+
+    def __enter__(self) -> _Probe:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is None:
+            self.client.close()
+            return
+        try:
+            self.call("aclose" if hasattr(self.client, "aclose") else "close")
+        finally:
+            self._loop.close()
+
+
+def _server_name(info: Mapping[str, t.Any]) -> str:
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info.get('redis_version', '(version unknown)')}"
+
+
+_timeout_option = click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for each server, which is tried once.",
+)
+
+
+@_redis_group.command("ping")
+@_prefix_option
+@_timeout_option
+def ping_command(prefix: str | None, timeout: float) -> None:
+    """Ping each prefix's server; exit status 1 if one is unreachable.
+
+    Shows each server's address (password masked), the round-trip time of a
+    PING over an open connection, and the server's name and version.
+    """
+    unreachable = 0
+    for settings in _selected_settings(prefix):
+        with _Probe(settings, timeout) as probe:
+            try:
+                probe.call("ping")  # connects, authenticates, selects the db
+                started = time.perf_counter()
+                probe.call("ping")
+                round_trip = time.perf_counter() - started
+                server = _server_name(probe.call("info", "server"))
+            except Exception as error:  # every failure is the answer here
+                unreachable += 1
+                click.echo(
+                    f"{settings.prefix}  {settings.url}  unreachable:"
+                    f" {probe.error_text(error)}"
+                )
+                continue
+        click.echo(
+            f"{settings.prefix}  {settings.url}  PONG in"
+            f" {round_trip * 1000:.2f} ms, {server}"
+        )
+    if unreachable:
+        raise click.exceptions.Exit(1)
+
+
+@_redis_group.command("info")
+@_prefix_option
+@_timeout_option
+@click.argument("section", required=False)
+def info_command(prefix: str | None, timeout: float, section: str | None) -> None:
+    """Show each prefix's server INFO.
+
+    All of its default sections, or one SECTION: server, clients, memory,
+    stats, keyspace, … ('everything' for all).
+    """
+    failed = False
+    for settings in _selected_settings(prefix):
+        click.echo(f"# {settings.prefix}  {settings.url}")
+        with _Probe(settings, timeout) as probe:
+            try:
+                info = probe.call("info", *([section] if section else []))
+            except Exception as error:  # every failure is the answer here
+                failed = True
+                click.echo(f"unreachable: {probe.error_text(error)}\n")
+                continue
+        if not info:
+            click.echo("(empty)")
+        width = max(map(len, info), default=0)
+        for name, value in info.items():
+            click.echo(f"{name:<{width}}  {_info_value(value)}")
+        click.echo()
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+def _info_value(value: object) -> str:
+    # INFO's nested values: keyspace ("db0": {"keys": 1, …}), modules (lists).
+    if isinstance(value, Mapping):
+        return ", ".join(f"{name}={item}" for name, item in value.items())
+    if isinstance(value, list):
+        return "; ".join(map(_info_value, value))
+    return str(value)
+
+
+@_redis_group.command("config")
+@_prefix_option
+def config_command(prefix: str | None) -> None:
+    """Show each prefix's client settings, with where each came from.
+
+    The client class, where it connects, and every keyword argument after
+    precedence, with the config key (or "code") it came from. Secrets are
+    masked.
+    """
+    for settings in _selected_settings(prefix):
+        click.echo(f"# {settings.prefix}")
+        click.echo(f"class  {_class_name(settings.client_class)}")
+        click.echo(f"url    {settings.url}")
+        shown = {name: repr(value) for name, value in settings.masked_kwargs().items()}
+        width = max(map(len, shown), default=0)
+        value_width = max(map(len, shown.values()), default=0)
+        for name, value in sorted(shown.items()):
+            source = settings.sources.get(name, "code")
+            click.echo(f"  {name:<{width}} = {value:<{value_width}}  ({source})")
+        click.echo(
+            f"  (other keyword arguments: the defaults of"
+            f" {_class_name(settings.client_class)})\n"
+        )
