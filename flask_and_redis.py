@@ -27,6 +27,7 @@ import asyncio
 import codecs
 import dataclasses
 import difflib
+import functools
 import inspect
 import logging
 import os
@@ -1557,3 +1558,103 @@ def config_command(prefix: str | None) -> None:
             f"  (other keyword arguments: the defaults of"
             f" {_class_name(settings.client_class)})\n"
         )
+
+
+# -- Integrations ----------------------------------------------------------------
+
+#: The config key naming the prefix whose client Flask-Caching uses.
+CACHE_CONFIG_PREFIX_KEY = "CACHE_REDIS_CONFIG_PREFIX"
+
+
+def flask_caching_backend(
+    app: Flask, config: dict[str, t.Any], args: list[t.Any], kwargs: dict[str, t.Any]
+) -> t.Any:
+    """A Flask-Caching backend on the client of one of the app's prefixes.
+
+    Set ``CACHE_TYPE = "flask_and_redis.flask_caching_backend"`` and, unless
+    it is ``"REDIS"``, ``CACHE_REDIS_CONFIG_PREFIX`` to the prefix, and
+    register the :class:`Redis` extension before the ``Cache``. The cache is
+    Flask-Caching's ``RedisCache`` on that client (one pool, one config), but
+    its ``clear()`` deletes only the keys under ``CACHE_KEY_PREFIX``, with
+    ``SCAN`` and ``UNLINK``: Flask-Caching's own runs ``KEYS``, and
+    ``FLUSHDB`` when the key prefix is empty.
+
+    Flask-Caching calls it (``CACHE_TYPE`` names a backend factory) with the
+    app, its cache config, ``CACHE_ARGS`` and the backend's keyword
+    arguments (``CACHE_DEFAULT_TIMEOUT``, ``CACHE_OPTIONS``, …).
+
+    :raise ConfigurationError: the prefix is not registered on the app, its
+        client decodes responses or is asyncio's, the key prefix is empty,
+        or ``CACHE_ARGS`` is set.
+    """
+    prefix = config.get(CACHE_CONFIG_PREFIX_KEY) or "REDIS"
+    registered = app.extensions.get("redis", {})
+    if prefix not in registered:
+        known = ", ".join(map(repr, registered)) or "none"
+        raise ConfigurationError(
+            CACHE_CONFIG_PREFIX_KEY,
+            f"{prefix!r} is not the prefix of a Redis extension on the app"
+            f" {app.name!r} (its prefixes: {known})."
+            " Register the extension before the cache -- Redis(app), then"
+            " Cache(app) -- and name its prefix here.",
+        )
+    client = registered[prefix]
+    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+        raise ConfigurationError(
+            CACHE_CONFIG_PREFIX_KEY,
+            f"the client of {prefix!r} is an asyncio client; Flask-Caching calls"
+            " its client synchronously. Use a prefix with a synchronous client.",
+        )
+    connection_kwargs: Mapping[str, t.Any] = getattr(
+        client, "get_connection_kwargs", dict
+    )()
+    if connection_kwargs.get("decode_responses"):
+        raise ConfigurationError(
+            f"{prefix}_DECODE_RESPONSES",
+            "the cache stores pickled bytes, which a client that decodes"
+            " responses cannot read back; give the cache a prefix of its own,"
+            " without decode_responses.",
+        )
+    key_prefix = config.get("CACHE_KEY_PREFIX")
+    if not key_prefix:
+        raise ConfigurationError(
+            "CACHE_KEY_PREFIX",
+            f"{key_prefix!r} is empty; the cache's keys share the database with"
+            " others, and clear() deletes the keys under this prefix only. Set"
+            " a prefix such as 'flask_cache_' (Flask-Caching's default).",
+        )
+    if args:
+        raise ConfigurationError(
+            "CACHE_ARGS",
+            f"{_show('CACHE_ARGS', args)} is not used by this backend: its"
+            " client is the one of the prefix; pass options in CACHE_OPTIONS.",
+        )
+    return _shared_database_redis_cache()(host=client, key_prefix=key_prefix, **kwargs)
+
+
+@functools.cache
+def _shared_database_redis_cache() -> type[t.Any]:
+    from flask_caching.backends.rediscache import RedisCache
+
+    class SharedDatabaseRedisCache(RedisCache):
+        """Flask-Caching's Redis cache, whose :meth:`clear` deletes only the
+        keys under its key prefix."""
+
+        def clear(self) -> bool:
+            # SCAN, not KEYS: it does not block the server on a large
+            # database; UNLINK frees the memory in the background.
+            pattern = _GLOB_SPECIAL.sub(r"\\\g<0>", self._get_prefix()) + "*"
+            batch: list[t.Any] = []
+            for key in self._read_client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) == 1000:
+                    self._write_client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                self._write_client.unlink(*batch)
+            return True
+
+    return SharedDatabaseRedisCache
+
+
+_GLOB_SPECIAL = re.compile(r"[\\*?\[\]]")

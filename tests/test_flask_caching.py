@@ -1,0 +1,229 @@
+"""Flask-Caching on the extension's client, against a real server: the
+cached views, memoized functions, delete and clear of the beginner's guide."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_caching import Cache
+
+from flask_and_redis import ConfigurationError, Redis
+
+from servers import RedisServer
+
+MakeApp = Callable[..., Flask]
+BACKEND = "flask_and_redis.flask_caching_backend"
+
+pytestmark = pytest.mark.usefixtures("flush_servers")
+
+
+def make_cached_app(make_app: MakeApp, server: RedisServer, **config: Any) -> Flask:
+    """The guide's app: a cached home page, a memoized square, and views that
+    delete the home page's entry and clear the cache."""
+    app = make_app(
+        REDIS_URL=server.url(db=4),
+        CACHE_TYPE=BACKEND,
+        CACHE_DEFAULT_TIMEOUT=60,
+        **config,
+    )
+    Redis(app)
+    cache = Cache(app)
+    app.extensions["calls"] = calls = {"home": 0, "square": 0}
+
+    @app.route("/")
+    @cache.cached(timeout=30, key_prefix="homepage")
+    def home() -> str:
+        calls["home"] += 1
+        return f"Home generated {calls['home']} times"
+
+    @app.route("/square/<int:num>")
+    @cache.memoize(timeout=60)
+    def square(num: int) -> str:
+        calls["square"] += 1
+        return f"Square of {num} is {num * num}"
+
+    @app.route("/clear-cache")
+    def clear_cache() -> str:
+        cache.clear()
+        return "All cache cleared!"
+
+    @app.route("/delete-homepage-cache")
+    def delete_homepage_cache() -> str:
+        cache.delete("homepage")
+        return "Homepage cache deleted!"
+
+    return app
+
+
+def test_the_cache_uses_the_extensions_client(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    app = make_cached_app(make_app, redis_server)
+    (backend,) = app.extensions["cache"].values()
+
+    assert backend._write_client is app.extensions["redis"]["REDIS"]
+    assert backend._read_client is app.extensions["redis"]["REDIS"]
+
+
+def test_cached_view_is_stored_under_its_key_prefix_with_its_timeout(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    app = make_cached_app(make_app, redis_server)
+    client = app.test_client()
+
+    first = client.get("/").text
+    second = client.get("/").text
+
+    assert first == second == "Home generated 1 times"
+    with redis_server.client(db=4) as redis:
+        # CACHE_KEY_PREFIX (Flask-Caching's default) goes before key_prefix.
+        assert redis.exists("flask_cache_homepage") == 1
+        assert 0 < redis.ttl("flask_cache_homepage") <= 30
+
+
+def test_memoize_caches_per_argument(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    app = make_cached_app(make_app, redis_server)
+    client = app.test_client()
+
+    answers = [client.get(f"/square/{num}").text for num in (4, 5, 4, 5)]
+
+    assert answers == ["Square of 4 is 16", "Square of 5 is 25"] * 2
+    assert app.extensions["calls"]["square"] == 2
+    with redis_server.client(db=4) as redis:
+        keys = redis.keys("flask_cache_*")
+        assert len(keys) == 3  # two results and the function's version
+        assert all(0 < redis.ttl(key) <= 60 for key in keys)
+
+
+def test_delete_drops_one_entry(make_app: MakeApp, redis_server: RedisServer) -> None:
+    app = make_cached_app(make_app, redis_server)
+    client = app.test_client()
+    client.get("/")
+    client.get("/square/3")
+
+    assert client.get("/delete-homepage-cache").text == "Homepage cache deleted!"
+
+    assert client.get("/").text == "Home generated 2 times"
+    client.get("/square/3")
+    assert app.extensions["calls"]["square"] == 1
+
+
+def test_clear_deletes_only_the_caches_keys(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    app = make_cached_app(make_app, redis_server)
+    client = app.test_client()
+    client.get("/")
+    (backend,) = app.extensions["cache"].values()
+    backend.set_many({f"entry:{num}": num for num in range(1500)})  # > 1 batch
+    with redis_server.client(db=4) as redis:
+        redis.set("comments:1", "kept")
+        redis.set("flask_cache", "kept: not under the prefix")
+
+        assert client.get("/clear-cache").text == "All cache cleared!"
+
+        assert sorted(redis.keys()) == [b"comments:1", b"flask_cache"]
+    assert client.get("/").text == "Home generated 2 times"
+
+
+def test_clear_matches_the_key_prefix_literally(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    # As a glob pattern, "cache[1]*" would match "cache1:…" too.
+    app = make_cached_app(make_app, redis_server, CACHE_KEY_PREFIX="cache[1]")
+    (backend,) = app.extensions["cache"].values()
+    backend.set("entry", "value")
+    with redis_server.client(db=4) as redis:
+        redis.set("cache1:other", "kept")
+
+        backend.clear()
+
+        assert redis.keys() == [b"cache1:other"]
+
+
+def test_flask_cachings_own_redis_cache_flushes_the_database_without_a_prefix(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    # Why the backend insists on a key prefix: the docs say so.
+    app = make_app(
+        CACHE_TYPE="RedisCache",
+        CACHE_REDIS_URL=redis_server.url(db=4),
+        CACHE_KEY_PREFIX="",
+    )
+    cache = Cache(app)
+    with redis_server.client(db=4) as redis:
+        redis.set("comments:1", "lost")
+        with app.app_context():
+            cache.clear()
+        assert redis.keys() == []
+    with app.app_context():
+        cache.cache._write_client.close()
+
+
+def test_a_named_prefix(make_app: MakeApp, redis_server: RedisServer) -> None:
+    app = make_app(
+        REDIS_URL=redis_server.url(db=1),
+        CACHE_URL=redis_server.url(db=5),
+        CACHE_TYPE=BACKEND,
+        CACHE_REDIS_CONFIG_PREFIX="CACHE",
+    )
+    Redis(app)
+    Redis(app, config_prefix="CACHE")
+    cache = Cache(app)
+
+    with app.app_context():
+        cache.set("answer", 42)
+        assert cache.get("answer") == 42
+    with redis_server.client(db=5) as redis:
+        assert redis.keys() == [b"flask_cache_answer"]
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "message"),
+    [
+        (
+            {"CACHE_REDIS_CONFIG_PREFIX": "CACHE"},
+            "CACHE_REDIS_CONFIG_PREFIX",
+            "'CACHE' is not the prefix of a Redis extension on the app 'test_app'"
+            " (its prefixes: 'REDIS'). Register the extension before the cache",
+        ),
+        (
+            {"REDIS_DECODE_RESPONSES": True},
+            "REDIS_DECODE_RESPONSES",
+            "a client that decodes responses cannot read back",
+        ),
+        (
+            {"REDIS_CLASS": "redis.asyncio.Redis"},
+            "CACHE_REDIS_CONFIG_PREFIX",
+            "an asyncio client",
+        ),
+        (
+            {"CACHE_KEY_PREFIX": ""},
+            "CACHE_KEY_PREFIX",
+            "'' is empty; the cache's keys share the database",
+        ),
+        ({"CACHE_ARGS": ["localhost"]}, "CACHE_ARGS", "is not used by this backend"),
+    ],
+)
+def test_configuration_errors(
+    make_app: MakeApp, config: dict[str, Any], key: str, message: str
+) -> None:
+    app = make_app(CACHE_TYPE=BACKEND, **config)
+    Redis(app)
+
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as caught:
+        Cache(app)
+
+    assert caught.value.key == key
+    client = app.extensions["redis"].pop("REDIS")
+    if "asyncio" in type(client).__module__:
+        asyncio.run(client.aclose())
+    else:
+        client.close()
