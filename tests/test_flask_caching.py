@@ -170,12 +170,13 @@ def test_flask_cachings_own_redis_cache_flushes_the_database_without_a_prefix(
 def test_a_named_prefix(make_app: MakeApp, redis_server: RedisServer) -> None:
     app = make_app(
         REDIS_URL=redis_server.url(db=1),
-        CACHE_URL=redis_server.url(db=5),
+        CACHE_REDIS_URL=redis_server.url(db=5),
         CACHE_TYPE=BACKEND,
-        CACHE_REDIS_CONFIG_PREFIX="CACHE",
+        CACHE_REDIS_CONFIG_PREFIX="CACHE_REDIS",
     )
     Redis(app)
-    Redis(app, config_prefix="CACHE")
+    # CACHE_REDIS_URL, … mean what they mean to Flask-Caching's RedisCache.
+    Redis(app, config_prefix="CACHE_REDIS")
     cache = Cache(app)
 
     with app.app_context():
