@@ -18,7 +18,8 @@ the extension itself::
 
 The module is the whole runtime: it can be installed or copied into a project.
 Its sections, top to bottom: configuration (pure functions from app config to
-client keyword arguments), client construction, and the extension.
+client keyword arguments), client construction, the extension, the ``flask
+redis`` command, and integrations with other Flask extensions.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ __all__ = [
     "LoopLocalClient",
     "Redis",
     "client_settings_from_config",
+    "flask_caching_backend",
     "mask_url",
 ]
 __version__ = "2.0.0.dev0"
@@ -1473,7 +1475,10 @@ def ping_command(prefix: str | None, timeout: float) -> None:
     PING over an open connection, and the server's name and version.
     """
     unreachable = 0
-    for settings in _selected_settings(prefix):
+    selected = _selected_settings(prefix)
+    width = max(len(settings.prefix) for settings in selected)
+    for settings in selected:
+        where = f"{settings.prefix:<{width}}  {settings.url}"
         with _Probe(settings, timeout) as probe:
             try:
                 probe.call("ping")  # connects, authenticates, selects the db
@@ -1483,15 +1488,9 @@ def ping_command(prefix: str | None, timeout: float) -> None:
                 server = _server_name(probe.call("info", "server"))
             except Exception as error:  # every failure is the answer here
                 unreachable += 1
-                click.echo(
-                    f"{settings.prefix}  {settings.url}  unreachable:"
-                    f" {probe.error_text(error)}"
-                )
+                click.echo(f"{where}  unreachable: {probe.error_text(error)}")
                 continue
-        click.echo(
-            f"{settings.prefix}  {settings.url}  PONG in"
-            f" {round_trip * 1000:.2f} ms, {server}"
-        )
+        click.echo(f"{where}  PONG in {round_trip * 1000:.2f} ms, {server}")
     if unreachable:
         raise click.exceptions.Exit(1)
 
