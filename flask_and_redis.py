@@ -1598,7 +1598,7 @@ def flask_caching_backend(
             " Cache(app) -- and name its prefix here.",
         )
     client = registered[prefix]
-    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+    if isinstance(client, LoopLocalClient):
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
             f"the client of {prefix!r} is an asyncio client; Flask-Caching calls"

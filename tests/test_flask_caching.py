@@ -3,7 +3,6 @@ cached views, memoized functions, delete and clear of the beginner's guide."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable
 from typing import Any
@@ -223,8 +222,3 @@ def test_configuration_errors(
         Cache(app)
 
     assert caught.value.key == key
-    client = app.extensions["redis"].pop("REDIS")
-    if "asyncio" in type(client).__module__:
-        asyncio.run(client.aclose())
-    else:
-        client.close()
