@@ -94,7 +94,13 @@ logger = logging.getLogger("flask_and_redis")
 DEFAULT_CLIENT_CLASS = "redis.Redis"
 
 # Keys of a prefix that are not client keyword arguments.
-_OWN_KEYS = ("URL", "CLASS", "OPTIONS")
+_OWN_KEYS = (
+    "URL",
+    "CLASS",
+    "OPTIONS",
+    "CONNECTION_POOL_CLASS",
+    "CONNECTION_POOL_TIMEOUT",
+)
 
 
 class ConfigurationError(ValueError):
@@ -579,12 +585,19 @@ class ClientSettings:
         for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`,
         or ``"default"`` for a value Flask-And-Redis sets itself (host name
         verification when TLS is on).
+    :param connection_pool_class: the pool class the client's connections
+        come from (``<prefix>_CONNECTION_POOL_CLASS``); ``None`` for the
+        client's own default.
+    :param connection_pool_kwargs: further keyword arguments of that pool
+        class, such as ``timeout`` (``<prefix>_CONNECTION_POOL_TIMEOUT``).
     """
 
     prefix: str
     client_class: Callable[..., t.Any]
     kwargs: Mapping[str, t.Any]
     sources: Mapping[str, str] = field(default_factory=dict)
+    connection_pool_class: type | None = None
+    connection_pool_kwargs: Mapping[str, t.Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -615,6 +628,8 @@ class ClientSettings:
 
     def create_client(self) -> t.Any:
         """Build the client. Makes no connection: redis-py connects lazily."""
+        if self.connection_pool_class is not None:
+            return client_with_connection_pool(self)
         return self.client_class(**self.kwargs)
 
     @property
@@ -772,11 +787,16 @@ def client_settings_from_config(
             # verify certificates fully unless the config says otherwise.
             kwargs["ssl_check_hostname"] = True
             places["ssl_check_hostname"] = "default"
+    pool_class, pool_kwargs = connection_pool_from_config(
+        config, prefix, accepted, class_name, places
+    )
     return ClientSettings(
         prefix=prefix,
         client_class=client_class,
         kwargs=kwargs,
         sources={name: _source(place) for name, place in places.items()},
+        connection_pool_class=pool_class,
+        connection_pool_kwargs=pool_kwargs,
     )
 
 
@@ -886,6 +906,154 @@ def _check_tls(
                     f"TLS options are set but TLS is off; set {ssl_key} = True or"
                     " use a rediss:// URL, or remove this option.",
                 )
+
+
+# -- Configuration: the connection pool -------------------------------------------
+
+_POOL_CLASS_EXPECTED = (
+    "expected a connection pool class or its dotted path, such as"
+    " 'redis.BlockingConnectionPool'"
+)
+
+
+def connection_pool_from_config(
+    config: Mapping[str, t.Any],
+    prefix: str,
+    accepted: Mapping[str, t.Any] | None,
+    class_name: str,
+    places: Mapping[str, str],
+) -> tuple[type | None, dict[str, t.Any]]:
+    """Read ``<prefix>_CONNECTION_POOL_CLASS`` and ``_TIMEOUT``: the pool
+    class of the client and the keyword arguments it adds.
+
+    redis-py clients take a pool instance but no pool class, and a pool
+    instance in the config could not follow the rest of it (the URL, the
+    timeouts) nor be shared by several apps; so the class is configured and
+    :func:`client_with_connection_pool` makes the pool.
+
+    :param accepted: the keywords of the client class, ``None`` for any.
+    :param class_name: the client class, as error messages name it.
+    :param places: where each client keyword came from.
+    :raise ConfigurationError: a value that cannot be used.
+    """
+    class_key = f"{prefix}_CONNECTION_POOL_CLASS"
+    timeout_key = f"{prefix}_CONNECTION_POOL_TIMEOUT"
+    value = config.get(class_key)
+    if value is None:
+        if config.get(timeout_key) is not None:
+            raise ConfigurationError(
+                timeout_key,
+                f"{_show(timeout_key, config[timeout_key])} is set, but {class_key}"
+                " is not: it is how long a request waits for a free connection of"
+                f" a blocking pool. Set {class_key} = 'redis.BlockingConnectionPool'"
+                " too, or remove it.",
+            )
+        return None, {}
+    if isinstance(value, str):
+        try:
+            value = pkgutil.resolve_name(value)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ConfigurationError(
+                class_key,
+                f"{_show(class_key, value)} cannot be imported ({error});"
+                f" {_POOL_CLASS_EXPECTED}.",
+            ) from None
+    if not isinstance(value, type) or not callable(
+        getattr(value, "get_connection", None)
+    ):
+        raise ConfigurationError(
+            class_key,
+            f"{_show(class_key, value)} is not a connection pool class;"
+            f" {_POOL_CLASS_EXPECTED}.",
+        )
+    if accepted is not None and "connection_pool" not in accepted:
+        raise ConfigurationError(
+            class_key,
+            f"{class_name}() takes no connection pool, so it cannot use"
+            f" {_class_name(value)}; remove {class_key}.",
+        )
+    if "connection_pool" in places:
+        raise ConfigurationError(
+            class_key,
+            f"{_class_name(value)} cannot be combined with the connection pool"
+            f" given in {places['connection_pool']}: configure one of them.",
+        )
+    pool_kwargs: dict[str, t.Any] = {}
+    if timeout_key in config:
+        if not _names_keyword(value, "timeout"):
+            raise ConfigurationError(
+                timeout_key,
+                f"{_class_name(value)}() takes no timeout: only a blocking pool"
+                " waits for a free connection. Use"
+                f" {class_key} = 'redis.BlockingConnectionPool', or remove"
+                f" {timeout_key}.",
+            )
+        try:
+            pool_kwargs["timeout"] = _SECONDS.coerce(config[timeout_key])
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                timeout_key,
+                f"{_show(timeout_key, config[timeout_key])} is not valid; expected"
+                " a number of seconds greater than 0, or None to wait without end.",
+            ) from None
+    return value, pool_kwargs
+
+
+def _names_keyword(klass: type, name: str) -> bool:
+    """Whether an ``__init__`` of *klass* or of a base names the keyword."""
+    return any(
+        name in inspect.signature(vars(base)["__init__"]).parameters
+        for base in klass.__mro__[:-1]
+        if "__init__" in vars(base)
+    )
+
+
+# -- Client construction: connection pools ---------------------------------------
+
+
+def client_with_connection_pool(settings: ClientSettings) -> t.Any:
+    """Build the client of *settings* on a pool of its connection pool class.
+
+    The client is first built as usual, which makes its default pool from the
+    configured keywords (connection class, TLS, socket options, retries…)
+    without connecting; that pool's connection class and keywords then make
+    the configured pool, so both ways of building a client connect alike.
+
+    :raise ConfigurationError: the pool class does not fit the client class,
+        such as a blocking pool of redis-py's asyncio client for its
+        synchronous one.
+    """
+    pool_class = settings.connection_pool_class
+    assert pool_class is not None
+    kwargs = dict(settings.kwargs)
+    # A single connection client would connect here, to no use.
+    template = settings.client_class(**{**kwargs, "single_connection_client": False})
+    default_pool = getattr(template, "connection_pool", None)
+    key = f"{settings.prefix}_CONNECTION_POOL_CLASS"
+    if default_pool is None:
+        raise ConfigurationError(
+            key,
+            f"{_class_name(settings.client_class)} has no connection pool, so it"
+            f" cannot use {_class_name(pool_class)}; remove {key}.",
+        )
+    if not issubclass(pool_class, type(default_pool)):
+        raise ConfigurationError(
+            key,
+            f"{_class_name(pool_class)} is not a kind of"
+            f" {_class_name(type(default_pool))}, the pool of"
+            f" {_class_name(settings.client_class)}; {_POOL_CLASS_EXPECTED}"
+            " (or 'redis.asyncio.BlockingConnectionPool' for redis.asyncio.Redis).",
+        )
+    pool_kwargs = {**default_pool.connection_kwargs, **settings.connection_pool_kwargs}
+    if kwargs.get("max_connections") is not None:
+        pool_kwargs["max_connections"] = kwargs["max_connections"]
+    if getattr(default_pool, "cache", None) is not None:
+        pool_kwargs["cache"] = default_pool.cache  # taken out of the kwargs
+    pool = pool_class(connection_class=default_pool.connection_class, **pool_kwargs)
+    client = settings.client_class(**kwargs, connection_pool=pool)
+    # Like a client that made its own pool, it closes the pool when closed.
+    client.auto_close_connection_pool = True
+    return client
 
 
 # -- Client construction: asyncio clients, one per event loop --------------------
