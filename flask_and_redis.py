@@ -124,7 +124,7 @@ class ConfigurationError(ValueError):
 
 _SECRET_NAME = re.compile(r"password|secret|token|credential", re.IGNORECASE)
 _QUERY_SECRET = re.compile(
-    r"(?P<name>[?&][^=&#]*(?:password|secret|token)[^=&#]*=)[^&#]*", re.IGNORECASE
+    r"[?&][^=&#]*(?:password|secret|token)[^=&#]*=(?P<value>[^&]*)", re.IGNORECASE
 )
 _MASK = "***"
 
@@ -136,17 +136,22 @@ def mask_url(url: str) -> str:
     without a ``:`` is masked whole, since some clients read it as a password.
     Password query options (``?password=…``) are masked too.
     """
-
-    # Everything up to the last "@" counts as userinfo: an unescaped "@", "/"
-    # or "?" in a password would end it early for urlsplit and show the rest.
-    # A query value with an "@" is masked too; better more than less.
-    head, at, host_and_rest = url.rpartition("@")
-    if at:
-        scheme, separator, userinfo = head.rpartition("://")
+    secrets = [match.span("value") for match in _QUERY_SECRET.finditer(url)]
+    # The userinfo ends at the last "@": passwords may contain unescaped "@"
+    # and "/", which urlsplit would misread. A "?password=" value with an "@"
+    # reads as userinfo too: masking both readings hides it either way.
+    head, at, _ = url.rpartition("@")
+    scheme, separator, userinfo = head.partition("://")
+    if at and separator:
         username, colon, _ = userinfo.partition(":")
-        masked = f"{username}:{_MASK}" if colon else _MASK
-        url = f"{scheme}{separator}{masked}@{host_and_rest}"
-    return _QUERY_SECRET.sub(rf"\g<name>{_MASK}", url)
+        start = len(scheme) + len(separator) + (len(username) + 1 if colon else 0)
+        secrets.append((start, len(head)))
+    shown, end = [], 0
+    for start, stop in sorted(secrets):
+        if start >= end:  # not within the last secret
+            shown.append(url[end:start] + _MASK)
+        end = max(end, stop)
+    return "".join(shown) + url[end:]
 
 
 def _show(key: str, value: object) -> str:
@@ -505,6 +510,7 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         raise ConfigurationError(
             key, f"{_show(key, url)} is not a URL; {_URL_EXPECTED}."
         )
+    _check_url_is_unambiguous(url, key)
     try:
         parts = urlsplit(url.strip())
     except ValueError:  # its message may quote the password
@@ -567,6 +573,30 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
     return _ParsedURL(scheme, kwargs)
 
 
+def _check_url_is_unambiguous(url: str, key: str) -> None:
+    # mask_url takes all up to the last "@" for the userinfo, and urlsplit
+    # ends the host at the first "/", "?" or "#", and the query at a "#".
+    # Read both ways, an unescaped "/" or "#" in a password would make part
+    # of it the path or a fragment, connecting elsewhere or with half of the
+    # password, and showing the rest in messages.
+    _, separator, rest = url.strip().partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    if separator and at and any(char in userinfo for char in "/?#"):
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has an '@' after a '/', '?' or '#', so where its"
+            " password ends is unclear. Percent-encode the user name and the"
+            " password (urllib.parse.quote(password, safe='')), and any other"
+            " '@' as %40.",
+        )
+    if "#" in rest:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has a '#', which Redis URLs do not use; in a"
+            " password or another value, percent-encode it as %23.",
+        )
+
+
 # -- Configuration: from app config to client settings ----------------------------
 
 
@@ -602,7 +632,7 @@ class ClientSettings:
     @property
     def url(self) -> str:
         """Where the client connects, as a URL with the password masked."""
-        kwargs = self.kwargs
+        kwargs = self.masked_kwargs()
         username = kwargs.get("username")
         userinfo = quote(username, safe="") if username else ""
         if kwargs.get("password"):
@@ -620,11 +650,18 @@ class ClientSettings:
         return f"{scheme}://{userinfo}{host}:{kwargs.get('port', 6379)}/{database}"
 
     def masked_kwargs(self) -> dict[str, t.Any]:
-        """The keyword arguments with every secret replaced by ``***``."""
-        return {
+        """The keyword arguments with every secret replaced by ``***``.
+
+        A user name without a password is masked too: in a URL
+        (``redis://secret@host``) it is often a password in the wrong place.
+        """
+        masked = {
             name: _MASK if _SECRET_NAME.search(name) and value is not None else value
             for name, value in self.kwargs.items()
         }
+        if masked.get("username") and not masked.get("password"):
+            masked["username"] = _MASK
+        return masked
 
     def create_client(self) -> t.Any:
         """Build the client. Makes no connection: redis-py connects lazily."""
@@ -787,6 +824,7 @@ def client_settings_from_config(
             # verify certificates fully unless the config says otherwise.
             kwargs["ssl_check_hostname"] = True
             places["ssl_check_hostname"] = "default"
+    _check_connects_lazily(client_class, kwargs, places, prefix)
     pool_class, pool_kwargs = connection_pool_from_config(
         config, prefix, accepted, class_name, places
     )
@@ -908,6 +946,31 @@ def _check_tls(
                 )
 
 
+def _check_connects_lazily(
+    client_class: Callable[..., t.Any],
+    kwargs: Mapping[str, t.Any],
+    places: Mapping[str, str],
+    prefix: str,
+) -> None:
+    # redis.Redis connects its single connection in its constructor: init_app
+    # would fail (after the retries) whenever Redis is down at start-up.
+    if not kwargs.get("single_connection_client"):
+        return
+    try:
+        from redis import Redis as SynchronousRedis
+    except ImportError:  # pragma: no cover - a custom provider without redis-py
+        return
+    if isinstance(client_class, type) and issubclass(client_class, SynchronousRedis):
+        raise ConfigurationError(
+            places["single_connection_client"],
+            f"True makes {_class_name(client_class)} connect when it is built,"
+            " and init_app makes no connection; its one connection would also"
+            " be shared by every thread of the app. For one connection, set"
+            f" {prefix}_MAX_CONNECTIONS = 1 and"
+            f" {prefix}_CONNECTION_POOL_CLASS = 'redis.BlockingConnectionPool'.",
+        )
+
+
 # -- Configuration: the connection pool -------------------------------------------
 
 _POOL_CLASS_EXPECTED = (
@@ -1026,8 +1089,7 @@ def client_with_connection_pool(settings: ClientSettings) -> t.Any:
     pool_class = settings.connection_pool_class
     assert pool_class is not None
     kwargs = dict(settings.kwargs)
-    # A single connection client would connect here, to no use.
-    template = settings.client_class(**{**kwargs, "single_connection_client": False})
+    template = settings.client_class(**kwargs)
     default_pool = getattr(template, "connection_pool", None)
     key = f"{settings.prefix}_CONNECTION_POOL_CLASS"
     if default_pool is None:

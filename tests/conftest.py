@@ -9,6 +9,7 @@ disposable server (restart, kill, odd config) starts its own with
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -107,3 +108,23 @@ def make_app() -> Iterator[Callable[..., Flask]]:
             close = getattr(client, "close", None)
             if callable(close):
                 close()
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail every attempt to resolve a name or open a connection, as a network
+    that is down would, and record them; the test fails if there were any."""
+    attempts: list[str] = []
+
+    def refuse(what: str) -> Callable[..., Any]:
+        def refused(*args: Any, **kwargs: Any) -> Any:
+            attempts.append(f"{what}{args[1:] if what.startswith('socket.') else args}")
+            raise OSError(f"no network I/O in this test: {what}")
+
+        return refused
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse(f"socket.{name}"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    yield attempts
+    assert attempts == [], "network I/O was attempted"
