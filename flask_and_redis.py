@@ -634,7 +634,7 @@ class ClientSettings:
         """Where the client connects, as a URL with the password masked."""
         kwargs = self.masked_kwargs()
         username = kwargs.get("username")
-        userinfo = quote(username, safe="") if username else ""
+        userinfo = username if username == _MASK else quote(username or "", safe="")
         if kwargs.get("password"):
             userinfo += f":{_MASK}"
         if userinfo:
