@@ -124,7 +124,9 @@ class ConfigurationError(ValueError):
 
 _SECRET_NAME = re.compile(r"password|secret|token|credential", re.IGNORECASE)
 _QUERY_SECRET = re.compile(
-    r"[?&][^=&#]*(?:password|secret|token)[^=&#]*=(?P<value>[^&]*)", re.IGNORECASE
+    # The value runs to the next "&name=": an "&" in a password may be unescaped.
+    r"[?&][^=&#]*(?:password|secret|token)[^=&#]*=(?P<value>(?:[^&]|&(?![^&=#]*=))*)",
+    re.IGNORECASE,
 )
 _MASK = "***"
 
@@ -142,7 +144,9 @@ def mask_url(url: str) -> str:
     # reads as userinfo too: masking both readings hides it either way.
     head, at, _ = url.rpartition("@")
     scheme, separator, userinfo = head.partition("://")
-    if at and separator:
+    if not separator:  # no scheme: "user:password@host"
+        scheme, userinfo = "", head
+    if at:
         username, colon, _ = userinfo.partition(":")
         start = len(scheme) + len(separator) + (len(username) + 1 if colon else 0)
         secrets.append((start, len(head)))
@@ -534,6 +538,15 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
             f"{_show(key, url)} has the scheme {scheme + '://' if scheme else 'none'};"
             f" {_URL_EXPECTED}.",
         )
+    if any("=" not in item for item in parts.query.split("&") if item):
+        # Most likely the rest of a password with an unescaped "&": do not
+        # name it.
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has a query option without a value; write"
+            " options as name=value, and percent-encode an '&' in a password"
+            " as %26.",
+        )
     kwargs: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         kwargs.setdefault(name, value)
@@ -652,14 +665,19 @@ class ClientSettings:
     def masked_kwargs(self) -> dict[str, t.Any]:
         """The keyword arguments with every secret replaced by ``***``.
 
-        A user name without a password is masked too: in a URL
-        (``redis://secret@host``) it is often a password in the wrong place.
+        A user name from a URL without a password is masked too, as
+        :func:`mask_url` does: ``redis://secret@host`` is often a password in
+        the place of the user name.
         """
         masked = {
             name: _MASK if _SECRET_NAME.search(name) and value is not None else value
             for name, value in self.kwargs.items()
         }
-        if masked.get("username") and not masked.get("password"):
+        if (
+            masked.get("username")
+            and not masked.get("password")
+            and self.sources.get("username") == f"{self.prefix}_URL"
+        ):
             masked["username"] = _MASK
         return masked
 
@@ -826,7 +844,7 @@ def client_settings_from_config(
             places["ssl_check_hostname"] = "default"
     _check_connects_lazily(client_class, kwargs, places, prefix)
     pool_class, pool_kwargs = connection_pool_from_config(
-        config, prefix, accepted, class_name, places
+        config, prefix, client_class, accepted, places
     )
     return ClientSettings(
         prefix=prefix,
@@ -982,8 +1000,8 @@ _POOL_CLASS_EXPECTED = (
 def connection_pool_from_config(
     config: Mapping[str, t.Any],
     prefix: str,
+    client_class: Callable[..., t.Any],
     accepted: Mapping[str, t.Any] | None,
-    class_name: str,
     places: Mapping[str, str],
 ) -> tuple[type | None, dict[str, t.Any]]:
     """Read ``<prefix>_CONNECTION_POOL_CLASS`` and ``_TIMEOUT``: the pool
@@ -994,8 +1012,8 @@ def connection_pool_from_config(
     timeouts) nor be shared by several apps; so the class is configured and
     :func:`client_with_connection_pool` makes the pool.
 
+    :param client_class: the client class.
     :param accepted: the keywords of the client class, ``None`` for any.
-    :param class_name: the client class, as error messages name it.
     :param places: where each client keyword came from.
     :raise ConfigurationError: a value that cannot be used.
     """
@@ -1029,12 +1047,16 @@ def connection_pool_from_config(
             f"{_show(class_key, value)} is not a connection pool class;"
             f" {_POOL_CLASS_EXPECTED}.",
         )
+    class_name = _class_name(client_class)
     if accepted is not None and "connection_pool" not in accepted:
         raise ConfigurationError(
             class_key,
             f"{class_name}() takes no connection pool, so it cannot use"
             f" {_class_name(value)}; remove {class_key}.",
         )
+    base = _connection_pool_base(client_class)
+    if base is not None and not issubclass(value, base):
+        raise _mismatched_pool(class_key, value, base, client_class)
     if "connection_pool" in places:
         raise ConfigurationError(
             class_key,
@@ -1060,6 +1082,33 @@ def connection_pool_from_config(
                 " a number of seconds greater than 0, or None to wait without end.",
             ) from None
     return value, pool_kwargs
+
+
+def _connection_pool_base(client_class: Callable[..., t.Any]) -> type | None:
+    """The pool class of redis-py's clients that *client_class* is one of."""
+    try:
+        import redis
+        import redis.asyncio
+    except ImportError:
+        return None
+    if not isinstance(client_class, type):
+        return None
+    if issubclass(client_class, redis.asyncio.Redis):
+        return redis.asyncio.ConnectionPool
+    if issubclass(client_class, redis.Redis):
+        return redis.ConnectionPool
+    return None
+
+
+def _mismatched_pool(
+    key: str, pool_class: type, base: type, client_class: Callable[..., t.Any]
+) -> ConfigurationError:
+    return ConfigurationError(
+        key,
+        f"{_class_name(pool_class)} is not a kind of {_class_name(base)}, the"
+        f" pool of {_class_name(client_class)}; {_POOL_CLASS_EXPECTED} (or"
+        " 'redis.asyncio.BlockingConnectionPool' for redis.asyncio.Redis).",
+    )
 
 
 def _names_keyword(klass: type, name: str) -> bool:
@@ -1099,12 +1148,8 @@ def client_with_connection_pool(settings: ClientSettings) -> t.Any:
             f" cannot use {_class_name(pool_class)}; remove {key}.",
         )
     if not issubclass(pool_class, type(default_pool)):
-        raise ConfigurationError(
-            key,
-            f"{_class_name(pool_class)} is not a kind of"
-            f" {_class_name(type(default_pool))}, the pool of"
-            f" {_class_name(settings.client_class)}; {_POOL_CLASS_EXPECTED}"
-            " (or 'redis.asyncio.BlockingConnectionPool' for redis.asyncio.Redis).",
+        raise _mismatched_pool(
+            key, pool_class, type(default_pool), settings.client_class
         )
     pool_kwargs = {**default_pool.connection_kwargs, **settings.connection_pool_kwargs}
     if kwargs.get("max_connections") is not None:

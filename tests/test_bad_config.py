@@ -49,8 +49,8 @@ BAD_CONFIGS = [
     bad("db-list", "REDIS_DB", REDIS_DB=[0]),
     bad("host-empty", "REDIS_HOST", REDIS_HOST=""),
     bad("host-space", "REDIS_HOST", REDIS_HOST="redis host"),
-    bad("host-int", "REDIS_HOST", REDIS_HOST=1234),
-    bad("password-int", "REDIS_PASSWORD", REDIS_PASSWORD=123456),
+    bad("host-float", "REDIS_HOST", REDIS_HOST=12.5),
+    bad("password-bytes", "REDIS_PASSWORD", REDIS_PASSWORD=b"pw"),
     bad("username-list", "REDIS_USERNAME", REDIS_USERNAME=["app"]),
     bad("timeout-zero", "REDIS_SOCKET_TIMEOUT", REDIS_SOCKET_TIMEOUT=0),
     bad("timeout-negative", "REDIS_SOCKET_TIMEOUT", REDIS_SOCKET_TIMEOUT=-1),
@@ -72,7 +72,7 @@ BAD_CONFIGS = [
     ),
     bad("protocol-four", "REDIS_PROTOCOL", REDIS_PROTOCOL=4),
     bad("read-size-zero", "REDIS_SOCKET_READ_SIZE", REDIS_SOCKET_READ_SIZE=0),
-    bad("client-name-int", "REDIS_CLIENT_NAME", REDIS_CLIENT_NAME=42),
+    bad("client-name-list", "REDIS_CLIENT_NAME", REDIS_CLIENT_NAME=["web"]),
     # URLs.
     bad("url-http", "REDIS_URL", REDIS_URL="http://localhost:6379/0"),
     bad("url-no-scheme", "REDIS_URL", REDIS_URL="localhost:6379"),
@@ -88,6 +88,7 @@ BAD_CONFIGS = [
     bad("url-slash-in-password", "REDIS_URL", REDIS_URL="redis://:12/34@host/0"),
     bad("url-query-in-password", "REDIS_URL", REDIS_URL="redis://:ab?db=c@host/0"),
     bad("url-hash-in-password", "REDIS_URL", REDIS_URL="redis://h/0?password=a#b"),
+    bad("url-amp-in-password", "REDIS_URL", REDIS_URL="redis://h/0?password=a&b"),
     bad("url-int", "REDIS_URL", REDIS_URL=6379),
     bad("url-empty", "REDIS_URL", REDIS_URL=""),
     bad(
@@ -123,7 +124,7 @@ BAD_CONFIGS = [
     # Socket paths.
     bad("socket-and-port", "REDIS_PORT", REDIS_HOST="/run/redis.sock", REDIS_PORT=6380),
     bad("socket-path-empty", "REDIS_UNIX_SOCKET_PATH", REDIS_UNIX_SOCKET_PATH=""),
-    bad("socket-path-int", "REDIS_UNIX_SOCKET_PATH", REDIS_UNIX_SOCKET_PATH=5),
+    bad("socket-path-space", "REDIS_UNIX_SOCKET_PATH", REDIS_UNIX_SOCKET_PATH=" "),
     bad(
         "socket-with-tls",
         "REDIS_SSL",

@@ -174,23 +174,21 @@ def test_closing_the_client_closes_its_blocking_pool(
 
 
 def test_an_asyncio_client_takes_the_asyncio_blocking_pool(
-    redis_server: RedisServer,
+    make_app: MakeApp, redis_server: RedisServer
 ) -> None:
-    app = Flask(__name__)  # not make_app: it closes clients, and this one is async
-    app.config.update(
+    app = make_app(
         REDIS_CLASS="redis.asyncio.Redis",
         REDIS_URL=redis_server.url(db=4),
         REDIS_MAX_CONNECTIONS=1,
         REDIS_CONNECTION_POOL_CLASS="redis.asyncio.BlockingConnectionPool",
         REDIS_CONNECTION_POOL_TIMEOUT=10,
     )
-    client = Redis(app).connection
+    redis = Redis(app)
 
-    async def two_at_once() -> list[Any]:
-        try:
-            return list(await asyncio.gather(client.ping(), client.echo("second")))
-        finally:
-            await client.aclose()
+    async def two_at_once() -> tuple[type, list[Any]]:
+        # The event loop's client, closed when the loop shuts down.
+        pool = redis.connection.connection_pool
+        answers = await asyncio.gather(redis.ping(), redis.echo("second"))
+        return type(pool), list(answers)
 
-    assert type(client.connection_pool) is AsyncBlockingPool
-    assert asyncio.run(two_at_once()) == [True, b"second"]
+    assert asyncio.run(two_at_once()) == (AsyncBlockingPool, [True, b"second"])

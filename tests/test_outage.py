@@ -182,12 +182,13 @@ def test_requests_fail_clearly_during_a_restart_and_succeed_after(
         server.stop()
         stopped = time.monotonic()
         traffic.wait_for(3 * CLIENT_THREADS, since=stopped, status=503)
+        restarting = time.monotonic()
         server.start()  # the same port, an empty dataset
         restarted = time.monotonic()
         traffic.wait_for(10 * CLIENT_THREADS, since=restarted)
 
     before = traffic.between(began, stopped)
-    during = traffic.between(stopped, restarted)
+    during = traffic.between(stopped, restarting)
     after = traffic.since(restarted)
     assert before and all(response.status == 200 for response in before)
     assert {(r.status, r.body) for r in during} == {

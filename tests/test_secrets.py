@@ -262,6 +262,8 @@ def test_a_password_as_the_user_name_of_a_url_is_not_shown(
         # A query password with an "@" reads as userinfo too: both are masked.
         ("redis://?password=pw@host", "redis://***"),
         ("redis://:pw?password=pw@host", "redis://:***"),
+        # So does one with an unescaped "&", up to the next option.
+        ("redis://host/0?password=p&w&db=1", "redis://host/0?password=***&db=1"),
         ("redis://host:6379/0", "redis://host:6379/0"),
     ],
 )
