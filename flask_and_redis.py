@@ -1137,7 +1137,7 @@ def client_with_connection_pool(settings: ClientSettings) -> t.Any:
     """
     pool_class = settings.connection_pool_class
     assert pool_class is not None
-    kwargs = dict(settings.kwargs)
+    kwargs = settings.kwargs
     template = settings.client_class(**kwargs)
     default_pool = getattr(template, "connection_pool", None)
     key = f"{settings.prefix}_CONNECTION_POOL_CLASS"

@@ -87,6 +87,7 @@ def gunicorn(
             process.wait()
 
 
+@pytest.mark.slow
 def test_each_worker_uses_connections_of_its_own(
     gunicorn: tuple[int, RedisServer],
 ) -> None:

@@ -168,6 +168,7 @@ class Traffic:
             ]
 
 
+@pytest.mark.slow
 def test_requests_fail_clearly_during_a_restart_and_succeed_after(
     make_app: MakeApp, server_factory: Callable[..., RedisServer]
 ) -> None:
@@ -202,6 +203,7 @@ def test_requests_fail_clearly_during_a_restart_and_succeed_after(
     assert 0 < server.connected_clients() <= POOL_SIZE
 
 
+@pytest.mark.slow
 def test_a_frozen_server_times_out_instead_of_hanging(
     make_app: MakeApp, server_factory: Callable[..., RedisServer]
 ) -> None:
