@@ -180,6 +180,7 @@ def test_requests_fail_clearly_during_a_restart_and_succeed_after(
         traffic.wait_for(5 * CLIENT_THREADS, since=began, status=200)
         connections_before = server.connected_clients()
 
+        stopping = time.monotonic()
         server.stop()
         stopped = time.monotonic()
         traffic.wait_for(3 * CLIENT_THREADS, since=stopped, status=503)
@@ -188,7 +189,7 @@ def test_requests_fail_clearly_during_a_restart_and_succeed_after(
         restarted = time.monotonic()
         traffic.wait_for(10 * CLIENT_THREADS, since=restarted)
 
-    before = traffic.between(began, stopped)
+    before = traffic.between(began, stopping)
     during = traffic.between(stopped, restarting)
     after = traffic.since(restarted)
     assert before and all(response.status == 200 for response in before)
