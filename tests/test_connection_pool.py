@@ -18,7 +18,7 @@ from flask import Flask
 from redis.asyncio import BlockingConnectionPool as AsyncBlockingPool
 from redis.connection import UnixDomainSocketConnection
 
-from flask_and_redis import Redis
+from flask_and_redis import ConfigurationError, Redis
 
 from servers import ACL_USERS, RedisServer
 
@@ -192,3 +192,22 @@ def test_an_asyncio_client_takes_the_asyncio_blocking_pool(
         return type(pool), list(answers)
 
     assert asyncio.run(two_at_once()) == (AsyncBlockingPool, [True, b"second"])
+
+
+class PoolessProvider:
+    """A client class that takes any keyword but has no connection pool."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+
+def test_a_client_class_without_a_pool_refuses_a_pool_class(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(REDIS_CONNECTION_POOL_CLASS=BLOCKING)
+
+    with pytest.raises(ConfigurationError) as caught:
+        Redis.from_custom_provider(PoolessProvider, app)
+
+    assert caught.value.key == "REDIS_CONNECTION_POOL_CLASS"
+    assert "has no connection pool" in str(caught.value)
