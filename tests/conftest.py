@@ -5,13 +5,20 @@ and stop it at the end of the run. Tests share them, so a test that needs an
 empty database asks for ``flush_servers``, and one that needs a pristine or
 disposable server (restart, kill, odd config) starts its own with
 ``server_factory``.
+
+Topologies (a Sentinel group, a cluster) take seconds to start, mostly spent
+waiting: those the collected tests use start in the background, side by side,
+as soon as collection ends. Their set-up times, and the failover times the
+tests measure, are reported at the end of the run.
 """
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -19,7 +26,16 @@ from flask import Flask
 
 from flask_and_redis import LoopLocalClient
 
-from servers import ACL_RULES, AUTH_PASSWORD, RedisServer, find_server_binary
+from servers import (
+    ACL_RULES,
+    AUTH_PASSWORD,
+    RedisServer,
+    SentinelGroup,
+    ServerCluster,
+    TLSFiles,
+    find_server_binary,
+    make_tls_files,
+)
 
 
 def pytest_report_header() -> str:
@@ -115,6 +131,10 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Fail every attempt to resolve a name or open a connection, as a network
     that is down would, and record them; the test fails if there were any."""
     attempts: list[str] = []
+    # Let the topologies starting in the background finish: their own
+    # connections are not the test's.
+    for future in list(_starting.values()):
+        future.exception()
 
     def refuse(what: str) -> Callable[..., Any]:
         def refused(*args: Any, **kwargs: Any) -> Any:
@@ -128,3 +148,137 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
     yield attempts
     assert attempts == [], "network I/O was attempted"
+
+
+# -- TLS
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A CA, and server and client certificates it signed; another CA."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def redis_tls_server(tls_files: TLSFiles) -> Iterator[RedisServer]:
+    """A server that speaks TLS only, with a certificate for 127.0.0.1 and
+    localhost signed by ``tls_files.ca``; clients need no certificate."""
+    with RedisServer(tls=tls_files) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_mtls_server(tls_files: TLSFiles) -> Iterator[RedisServer]:
+    """Like ``redis_tls_server``, but clients need a certificate signed by
+    ``tls_files.ca``."""
+    with RedisServer(tls=tls_files, tls_auth_clients=True) as server:
+        yield server
+
+
+# -- Topologies, started in the background
+
+Timings = dict[str, list[float]]
+_timings: Timings = {}
+
+
+def _timed(what: str, start: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        began = time.monotonic()
+        started = start()
+        _timings.setdefault(what, []).append(time.monotonic() - began)
+        return started
+
+    return run
+
+
+# fixture name -> how to start it; fixtures named here start in the background
+_TOPOLOGIES: dict[str, tuple[str, Callable[[], Any]]] = {
+    "sentinel_group": (
+        "set-up: sentinel group (1 master, 1 replica, 3 sentinels)",
+        SentinelGroup,
+    ),
+    "redis_cluster": (
+        "set-up: cluster (3 masters, 3 replicas)",
+        lambda: ServerCluster(masters=3, replicas=1),
+    ),
+}
+_starting: dict[str, Future[Any]] = {}
+_executor = ThreadPoolExecutor(
+    max_workers=len(_TOPOLOGIES), thread_name_prefix="topology"
+)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    used = {
+        name for item in session.items for name in getattr(item, "fixturenames", ())
+    }
+    for name, (what, start) in _TOPOLOGIES.items():
+        if name in used:
+            _starting[name] = _executor.submit(_timed(what, start))
+
+
+def _started(name: str) -> Any:
+    future = _starting.pop(name, None)
+    if future is None:  # not collected: e.g. a test run by its node id
+        what, start = _TOPOLOGIES[name]
+        return _timed(what, start)()
+    return future.result()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Topologies started for tests that did not run (-x, a failure above).
+    for future in _starting.values():
+        if future.exception() is None:
+            future.result().stop()
+    _executor.shutdown()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _timings:
+        return
+    terminalreporter.section("topology timings (seconds)")
+    for what, seconds in sorted(_timings.items()):
+        shown = ", ".join(f"{value:.2f}" for value in seconds)
+        terminalreporter.write_line(f"{what}: {shown}")
+
+
+@pytest.fixture(scope="session")
+def record_timing() -> Callable[[str, float], None]:
+    """``record_timing("failover: …", seconds)``: reported at the end of the run."""
+
+    def record(what: str, seconds: float) -> None:
+        _timings.setdefault(what, []).append(seconds)
+
+    return record
+
+
+@pytest.fixture(scope="session")
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A master with one replica, watched by three sentinels, shared by the
+    tests that do not change it."""
+    group = _started("sentinel_group")
+    yield group
+    group.stop()
+
+
+@pytest.fixture
+def fresh_sentinel_group(
+    record_timing: Callable[[str, float], None],
+) -> Iterator[SentinelGroup]:
+    """A sentinel group of the test's own, to fail over."""
+    began = time.monotonic()
+    with SentinelGroup() as group:
+        record_timing(
+            "set-up: sentinel group (1 master, 1 replica, 3 sentinels)",
+            time.monotonic() - began,
+        )
+        yield group
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ServerCluster]:
+    """A cluster of three masters, each with a replica. A test that fails a
+    node over brings it back."""
+    cluster = _started("redis_cluster")
+    yield cluster
+    cluster.stop()

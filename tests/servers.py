@@ -316,7 +316,9 @@ class RedisServer:
 
     def __repr__(self) -> str:
         where = self.unix_socket if self.unix_socket else f"{self.host}:{self.port}"
-        return f"<{type(self).__name__} {Path(self.binary).name} {where} pid={self.pid}>"
+        return (
+            f"<{type(self).__name__} {Path(self.binary).name} {where} pid={self.pid}>"
+        )
 
     def __enter__(self) -> RedisServer:
         return self
@@ -882,7 +884,7 @@ class ServerCluster:
                 if client.info("replication")["role"] == "master":
                     # A write to a slot of its own: refused while the
                     # cluster is still settling.
-                    key = key_in_slots(self._slots_of(node))
+                    key = key_in_slots(self.slots_of(node))
                     client.set(key, "1")
                     client.delete(key)
                 elif not replica_linked(node):
@@ -909,13 +911,13 @@ class ServerCluster:
 
     def masters(self) -> list[RedisServer]:
         """The running nodes that serve slots now, as the nodes report it."""
-        return [node for node in self.nodes if node.running and self._slots_of(node)]
+        return [node for node in self.nodes if node.running and self.slots_of(node)]
 
     def master_for_key(self, key: str) -> RedisServer:
         """The node serving *key* now."""
         slot = key_slot(key.encode())
         for node in self.masters():
-            if slot in self._slots_of(node):
+            if slot in self.slots_of(node):
                 return node
         raise LookupError(f"No node of {self!r} serves the slot {slot}")
 
@@ -930,7 +932,7 @@ class ServerCluster:
                 return node
         raise LookupError(f"{master!r} has no running replica")
 
-    def _slots_of(self, node: RedisServer) -> list[int]:
+    def slots_of(self, node: RedisServer) -> list[int]:
         """The slots *node* serves, as the first running node reports it."""
         asker = next(node for node in self.nodes if node.running)
         with asker.client() as client:

@@ -1,0 +1,567 @@
+"""Redis Sentinel: configuration, master and replica clients, and failovers
+followed, against a group of real servers and sentinels."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis as redis_py
+from flask import Flask
+
+from flask_and_redis import (
+    ConfigurationError,
+    Redis,
+    SentinelSettings,
+    client_settings_from_config,
+)
+
+from servers import SentinelGroup
+
+MakeApp = Callable[..., Flask]
+RecordTiming = Callable[[str, float], None]
+
+WATCHER_THREAD = "flask_and_redis: "  # the start of a failover watcher's name
+
+
+def watcher_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(WATCHER_THREAD)]
+
+
+@pytest.fixture
+def sentinel_redis() -> Iterator[Callable[[Flask], Redis]]:
+    """``sentinel_redis(app)``: ``Redis(app)``, whose master and replica
+    clients are closed after the test."""
+    made: list[tuple[Redis, Flask]] = []
+
+    def make(app: Flask) -> Redis:
+        redis = Redis(app)
+        made.append((redis, app))
+        return redis
+
+    yield make
+    for redis, app in made:
+        with app.app_context():
+            redis.replica.close()
+            redis.connection.close()
+
+
+# -- Configuration, without servers
+
+
+def settings(**config: Any) -> SentinelSettings:
+    found = client_settings_from_config(config)
+    assert isinstance(found, SentinelSettings)
+    return found
+
+
+def test_url_names_sentinels_master_and_database() -> None:
+    found = settings(
+        REDIS_URL="redis+sentinel://app:pa55@s1:26380,s2,[::1]:26381/mymaster/3"
+        "?socket_timeout=2"
+    )
+
+    assert found.sentinels == (("s1", 26380), ("s2", 26379), ("::1", 26381))
+    assert found.service_name == "mymaster"
+    assert found.kwargs["db"] == 3
+    assert (found.kwargs["username"], found.kwargs["password"]) == ("app", "pa55")
+    assert found.kwargs["socket_timeout"] == 2.0
+    # The password is the master's, not the sentinels'.
+    assert "password" not in found.sentinel_kwargs
+    assert found.url == (
+        "redis+sentinel://app:***@s1:26380,s2:26379,[::1]:26381/mymaster/3"
+    )
+    assert "pa55" not in repr(found)
+
+
+@pytest.mark.parametrize(
+    "sentinels",
+    [["s1:26380", "s2:26381"], "s1:26380, s2:26381", [("s1", 26380), ("s2", "26381")]],
+)
+def test_keys_name_sentinels_and_master(sentinels: object) -> None:
+    found = settings(
+        REDIS_SENTINELS=sentinels,
+        REDIS_SENTINEL_MASTER="cache",
+        REDIS_DB="2",
+        REDIS_PASSWORD="master-pw",
+        REDIS_SENTINEL_USERNAME="watcher",
+        REDIS_SENTINEL_PASSWORD="sentinel-pw",
+        REDIS_SENTINEL_OPTIONS={"socket_timeout": "0.5"},
+    )
+
+    assert found.sentinels == (("s1", 26380), ("s2", 26381))
+    assert found.service_name == "cache"
+    assert (found.kwargs["db"], found.kwargs["password"]) == (2, "master-pw")
+    assert found.sentinel_kwargs["username"] == "watcher"
+    assert found.sentinel_kwargs["password"] == "sentinel-pw"
+    assert found.sentinel_kwargs["socket_timeout"] == 0.5
+    assert found.sources["db"] == "REDIS_DB"
+
+
+def test_url_wins_over_keys_which_fill_in() -> None:
+    found = settings(
+        REDIS_URL="redis+sentinel://s1:1,s2:2/from-url",
+        REDIS_SENTINELS=["k1:1"],
+        REDIS_SENTINEL_MASTER="from-keys",
+        REDIS_DB=4,
+    )
+
+    assert found.sentinels == (("s1", 1), ("s2", 2))
+    assert found.service_name == "from-url"
+    assert found.kwargs["db"] == 4
+
+
+def test_url_sentinels_win_over_a_host_key() -> None:
+    found = settings(REDIS_URL="redis+sentinel://s1/m", REDIS_HOST="h", REDIS_PORT=1)
+
+    assert "host" not in found.kwargs and "port" not in found.kwargs
+
+
+def test_master_name_from_the_key_when_the_url_has_none() -> None:
+    found = settings(REDIS_URL="redis+sentinel://s1", REDIS_SENTINEL_MASTER="m")
+
+    assert (found.service_name, found.sentinels) == ("m", (("s1", 26379),))
+
+
+def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    found = settings(
+        REDIS_URL="rediss+sentinel://s1/m",
+        REDIS_SSL_CA_CERTS=str(ca),
+        REDIS_SOCKET_CONNECT_TIMEOUT=1,
+    )
+    assert found.kwargs["ssl"] is True
+    assert found.sentinel_kwargs["ssl"] is True
+    assert found.sentinel_kwargs["ssl_ca_certs"] == str(ca)
+    assert found.sentinel_kwargs["socket_connect_timeout"] == 1.0
+    assert found.url.startswith("rediss+sentinel://")
+
+    plain_sentinels = settings(
+        REDIS_URL="rediss+sentinel://s1/m", REDIS_SENTINEL_OPTIONS={"ssl": False}
+    )
+    assert plain_sentinels.kwargs["ssl"] is True
+    assert plain_sentinels.sentinel_kwargs["ssl"] is False
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "message"),
+    [
+        (
+            {"REDIS_SENTINELS": ["s1:26379"]},
+            "REDIS_SENTINEL_MASTER",
+            "the master's name is missing",
+        ),
+        (
+            {"REDIS_URL": "redis+sentinel://s1:26379"},
+            "REDIS_SENTINEL_MASTER",
+            "redis+sentinel://host:26379/mymaster/0",
+        ),
+        (
+            {"REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINEL_MASTER",
+            "no sentinels are configured",
+        ),
+        (
+            {"REDIS_SENTINEL_PASSWORD": "hush-hush"},
+            "REDIS_SENTINEL_PASSWORD",
+            "*** is set, but no sentinels",
+        ),
+        (
+            {"REDIS_URL": "redis://h:6379/0", "REDIS_SENTINELS": ["s1"]},
+            "REDIS_URL",
+            "names one server",
+        ),
+        (
+            {
+                "REDIS_SENTINELS": ["s1"],
+                "REDIS_HOST": "h",
+                "REDIS_SENTINEL_MASTER": "m",
+            },
+            "REDIS_HOST",
+            "cannot be combined with the sentinels from REDIS_SENTINELS",
+        ),
+        (
+            {"REDIS_SENTINELS": ["s1:port"], "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINELS",
+            "is not a list of addresses",
+        ),
+        (
+            {"REDIS_SENTINELS": [], "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINELS",
+            "is not a list of addresses",
+        ),
+        (
+            {"REDIS_URL": "redis+sentinel://s1:1,:2/m"},
+            "REDIS_URL",
+            "does not list its hosts",
+        ),
+        (
+            {"REDIS_URL": "redis+sentinel://s1/m/zero"},
+            "REDIS_URL",
+            "/master_name[/db]",
+        ),
+        (
+            {"REDIS_URL": "redis+sentinel://s1/m", "REDIS_SENTINEL_OPTIONS": "x"},
+            "REDIS_SENTINEL_OPTIONS",
+            "is not a mapping",
+        ),
+        (
+            {
+                "REDIS_URL": "redis+sentinel://s1/m",
+                "REDIS_SENTINEL_OPTIONS": {"socket_timout": 1},
+            },
+            "REDIS_SENTINEL_OPTIONS['socket_timout']",
+            "did you mean 'socket_timeout'?",
+        ),
+        (
+            {"REDIS_URL": "redis+sentinel://s1/m", "REDIS_CLUSTER": True},
+            "REDIS_CLUSTER",
+            "configures Sentinel",
+        ),
+        (
+            {"REDIS_URL": "redis+sentinel://s1/m", "REDIS_CLASS": "builtins.dict"},
+            "REDIS_CLASS",
+            "is not redis.Redis or a subclass",
+        ),
+        (
+            {"REDIS_URL": "redis+sentinel://:pw@s1/m", "REDIS_SSL": True},
+            "REDIS_SSL",
+            "use a rediss+sentinel:// URL",
+        ),
+    ],
+)
+def test_configuration_errors(config: dict[str, Any], key: str, message: str) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        client_settings_from_config(config)
+
+    assert error.value.key == key
+    assert message in str(error.value)
+    assert "hush-hush" not in str(error.value)
+
+
+def test_init_app_connects_to_nothing_and_starts_no_thread() -> None:
+    app = Flask(__name__)
+    # Nothing listens on port 1: any connection would fail.
+    app.config["REDIS_URL"] = "redis+sentinel://127.0.0.1:1/mymaster"
+    redis = Redis(app)
+
+    assert isinstance(redis.settings_for(app), SentinelSettings)
+    assert redis.replica is not redis.connection
+    assert watcher_threads() == []
+
+
+def test_replica_of_an_app_without_sentinel_says_how_to_get_one(
+    make_app: MakeApp,
+) -> None:
+    redis = Redis(make_app(REDIS_URL="redis://127.0.0.1:1/0"))
+
+    with pytest.raises(RuntimeError, match="REDIS_SENTINELS"):
+        redis.replica  # noqa: B018
+
+
+# -- Against a group of servers and sentinels
+
+
+def test_url_writes_to_the_master_and_reads_from_a_replica(
+    make_app: MakeApp,
+    sentinel_redis: Callable[[Flask], Redis],
+    sentinel_group: SentinelGroup,
+) -> None:
+    redis = sentinel_redis(make_app(REDIS_URL=sentinel_group.url(db=1)))
+
+    redis.set("sentinel:url", "written")
+    assert redis.connection.wait(1, 5000) == 1  # replicated
+
+    with sentinel_group.master().client(db=1) as master:
+        assert master.get("sentinel:url") == b"written"
+    assert redis.replica.get("sentinel:url") == b"written"
+    assert redis.replica.info("replication")["role"] == "slave"
+    assert redis.connection.info("replication")["role"] == "master"
+
+
+def test_keys_give_the_same_clients(
+    make_app: MakeApp,
+    sentinel_redis: Callable[[Flask], Redis],
+    sentinel_group: SentinelGroup,
+) -> None:
+    app = make_app(
+        REDIS_SENTINELS=sentinel_group.sentinel_addresses,
+        REDIS_SENTINEL_MASTER=sentinel_group.master_name,
+        REDIS_DB=2,
+        REDIS_DECODE_RESPONSES=True,
+    )
+    redis = sentinel_redis(app)
+
+    redis.set("sentinel:keys", "written")
+    redis.connection.wait(1, 5000)
+    with sentinel_group.master().client(db=2) as master:
+        assert master.get("sentinel:keys") == b"written"
+    assert redis.replica.get("sentinel:keys") == "written"
+    assert app.extensions["redis"]["REDIS"] is redis.connection
+
+
+def test_replica_is_resolved_per_app(
+    make_app: MakeApp,
+    sentinel_redis: Callable[[Flask], Redis],
+    sentinel_group: SentinelGroup,
+) -> None:
+    redis = Redis()
+    first = make_app("first", REDIS_URL=sentinel_group.url(db=3))
+    second = make_app("second", REDIS_URL=sentinel_group.url(db=4))
+    for app in (first, second):
+        redis.init_app(app)
+        with app.app_context():
+            redis.set("which", app.name)
+            redis.connection.wait(1, 5000)
+
+    for app in (first, second):
+        with app.app_context():
+            assert redis.replica.get("which") == app.name.encode()
+            redis.replica.close()
+            redis.connection.close()
+
+
+def test_failover_watchers_start_on_first_use_and_stop_on_close(
+    make_app: MakeApp, sentinel_group: SentinelGroup
+) -> None:
+    app = make_app(REDIS_URL=sentinel_group.url())
+    redis = Redis(app)
+    assert watcher_threads() == []
+
+    redis.ping()
+    assert len(watcher_threads()) == len(sentinel_group.sentinels)
+
+    redis.connection.close()
+    redis.replica.close()
+    assert watcher_threads() == []
+
+
+def test_a_forked_worker_follows_failovers_itself(
+    make_app: MakeApp, sentinel_group: SentinelGroup
+) -> None:
+    # As gunicorn --preload does: the app is made, and used, before forking.
+    redis = Redis(make_app(REDIS_URL=sentinel_group.url(db=5)))
+    redis.set("forked", "parent")
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the worker
+        status = 1
+        try:
+            redis.set("forked", "child")
+            if len(watcher_threads()) == len(sentinel_group.sentinels):
+                status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert redis.get("forked") == b"child"
+    assert len(watcher_threads()) == len(sentinel_group.sentinels)
+    redis.connection.close()
+    redis.replica.close()
+
+
+# -- Failovers
+
+
+class Writer:
+    """Writes ``marker:<n>`` through the extension, one after the other, in a
+    thread; remembers when each write was acknowledged."""
+
+    def __init__(self, redis: Redis, app: Flask) -> None:
+        self.redis = redis
+        self.app = app
+        self.acknowledged: dict[str, float] = {}  # key -> when
+        self.errors = 0  # refused writes, while there is no master
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        with self.app.app_context():
+            number = 0
+            while not self._stop.is_set():
+                key = f"marker:{number}"
+                number += 1
+                try:
+                    self.redis.set(key, number)
+                except redis_py.ConnectionError:
+                    self.errors += 1
+                    continue
+                self.acknowledged[key] = time.monotonic()
+                time.sleep(0.002)
+
+    def last_acknowledged(self) -> float:
+        return max(self.acknowledged.values(), default=0.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class Announcements:
+    """The test's own ears: +switch-master heard from every sentinel."""
+
+    def __init__(self, group: SentinelGroup) -> None:
+        self.heard: list[float] = []
+        self._clients = [sentinel.client() for sentinel in group.sentinels]
+        self._workers = []
+        for client in self._clients:
+            pubsub = client.pubsub()
+            pubsub.subscribe(**{"+switch-master": self._heard})
+            self._workers.append(pubsub.run_in_thread(sleep_time=0.01, daemon=True))
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        self.heard.append(time.monotonic())
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+            worker.join(5)
+        for client in self._clients:
+            client.close()
+
+
+def wait_for(what: str, check: Callable[[], bool], deadline: float) -> None:
+    end = time.monotonic() + deadline
+    while not check():
+        if time.monotonic() > end:
+            raise AssertionError(f"Not done within {deadline} s: {what}")
+        time.sleep(0.005)
+
+
+def subscribers(sentinel: Any) -> int:
+    """How many clients listen for announcements on *sentinel*."""
+    with sentinel.client() as client:
+        return sum(1 for entry in client.client_list() if entry["sub"] != "0")
+
+
+# Generous deadlines: these tests check correctness, not speed; the times they
+# measure are reported at the end of the run.
+FAILOVER_DEADLINE = 30.0
+GRACE = 1.0  # writes this long after the announcement never reach the old master
+
+
+def fail_over(
+    group: SentinelGroup, app: Flask, redis: Redis, cause: Callable[[], None]
+) -> tuple[Writer, float, float]:
+    """Write through *redis* while *cause* makes the sentinels fail the
+    master over, until the writes have gone on for a while after the first
+    announcement. Return the writer, and when the failover was caused and
+    first announced."""
+    writer = Writer(redis, app)
+    announcements = Announcements(group)
+    try:
+        wait_for(
+            "writes before the failover", lambda: len(writer.acknowledged) > 20, 10
+        )
+        caused = time.monotonic()
+        cause()
+        wait_for(
+            "an announcement", lambda: bool(announcements.heard), FAILOVER_DEADLINE
+        )
+        announced = min(announcements.heard)
+        wait_for(
+            "writes after the grace period",
+            lambda: writer.last_acknowledged() > announced + GRACE + 0.5,
+            FAILOVER_DEADLINE,
+        )
+    finally:
+        writer.stop()
+        announcements.close()
+    return writer, caused, announced
+
+
+@pytest.mark.slow
+def test_a_forced_failover_is_followed(
+    make_app: MakeApp,
+    sentinel_redis: Callable[[Flask], Redis],
+    fresh_sentinel_group: SentinelGroup,
+    record_timing: RecordTiming,
+) -> None:
+    group = fresh_sentinel_group
+    app = make_app(REDIS_URL=group.url())
+    redis = sentinel_redis(app)
+    old_master = group.master()
+    redis.ping()
+    # The watchers hear from sentinels that restart.
+    for sentinel in group.sentinels:
+        sentinel.restart()
+    wait_for(
+        "the watchers listen again",
+        lambda: all(subscribers(sentinel) == 1 for sentinel in group.sentinels),
+        10,
+    )
+
+    def force() -> None:
+        with group.sentinels[0].client() as sentinel:
+            sentinel.sentinel_failover(group.master_name)
+
+    writer, forced, announced = fail_over(group, app, redis, force)
+
+    new_master = group.master()
+    assert new_master is not old_master
+    with old_master.client() as old:
+        # Still a master: what it holds was written to it, not replicated.
+        assert old.info("replication")["role"] == "master"
+        on_old = {key.decode() for key in old.keys("marker:*")}
+    late = [
+        key for key, when in writer.acknowledged.items() if when > announced + GRACE
+    ]
+    assert late and not on_old.intersection(late)
+    with new_master.client() as new:
+        assert new.exists(*late) == len(late)
+
+    first_on_new = min(
+        when for key, when in writer.acknowledged.items() if key not in on_old
+    )
+    last_on_old = max(writer.acknowledged[key] for key in on_old)
+    record_timing(
+        "failover, forced: SENTINEL FAILOVER to announcement", announced - forced
+    )
+    record_timing(
+        "failover, forced: SENTINEL FAILOVER to first write on the new master",
+        first_on_new - forced,
+    )
+    record_timing(
+        "failover, forced: last write on the old master, after announcement",
+        last_on_old - announced,
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_master_is_replaced(
+    make_app: MakeApp,
+    sentinel_redis: Callable[[Flask], Redis],
+    fresh_sentinel_group: SentinelGroup,
+    record_timing: RecordTiming,
+) -> None:
+    group = fresh_sentinel_group
+    app = make_app(
+        REDIS_SENTINELS=group.sentinel_addresses,
+        REDIS_SENTINEL_MASTER=group.master_name,
+    )
+    redis = sentinel_redis(app)
+    old_master = group.master()
+
+    writer, killed, announced = fail_over(group, app, redis, old_master.kill)
+
+    new_master = group.master()
+    assert new_master is not old_master
+    after_kill = [key for key, when in writer.acknowledged.items() if when > killed]
+    with new_master.client() as new:
+        assert new.exists(*after_kill) == len(after_kill)
+    first_after_kill = min(writer.acknowledged[key] for key in after_kill)
+    record_timing("failover, killed master: kill to announcement", announced - killed)
+    record_timing(
+        "failover, killed master: kill to first write on the new master",
+        first_after_kill - killed,
+    )
