@@ -144,6 +144,13 @@ def configured(result: ClientSettings) -> dict[str, Any]:
     }
 
 
+def configured_sources(result: ClientSettings) -> dict[str, str]:
+    """The sources of the keyword arguments of :func:`configured`."""
+    return {
+        name: source for name, source in result.sources.items() if source != "default"
+    }
+
+
 def retry_summary(retry: Retry | None) -> tuple[Any, ...] | None:
     """What a Retry does: its backoff class, retry count and retried errors."""
     if retry is None:
@@ -191,8 +198,8 @@ def test_nothing_configured_is_redis_on_localhost(
 ) -> None:
     result = settings({})
     assert result.client_class is redis.Redis
-    assert dict(result.kwargs) == {}
-    assert dict(result.sources) == {}
+    assert configured(result) == {}
+    assert configured_sources(result) == {}
     assert result.url == "redis://localhost:6379/0"
     client = build(result)
     assert type(client) is redis.Redis
@@ -484,7 +491,7 @@ def test_ssl_keys(
             "REDIS_SSL_CHECK_HOSTNAME": "false",
         }
     )
-    assert dict(result.kwargs) == {
+    assert configured(result) == {
         "host": "example.com",
         "ssl": True,
         "ssl_ca_certs": files["ca"],
@@ -587,7 +594,7 @@ def test_subclass_keywords_are_config_keys(
             "REDIS_PORT": "6380",
         }
     )
-    assert dict(result.kwargs) == {"extra": 7, "port": 6380}
+    assert configured(result) == {"extra": 7, "port": 6380}
     client = build(result)
     assert isinstance(client, SubRedis)
     assert client.extra == 7
@@ -596,7 +603,7 @@ def test_subclass_keywords_are_config_keys(
 
 def test_class_keywords_coerced_by_their_default_type() -> None:
     result = settings({"REDIS_CLASS": Closed, "REDIS_FLAG": "on", "REDIS_COUNT": "7"})
-    assert dict(result.kwargs) == {"flag": True, "count": 7}
+    assert configured(result) == {"flag": True, "count": 7}
     client = result.create_client()
     assert (client.flag, client.count) == (True, 7)
     with pytest.raises(ConfigurationError) as info:
@@ -817,7 +824,7 @@ def test_sources_of_a_mixed_config() -> None:
         },
         defaults={"decode_responses": True, "db": 7, "client_name": "code"},
     )
-    assert dict(result.kwargs) == {
+    assert configured(result) == {
         "host": "example.com",
         "port": 6380,
         "db": 1,
@@ -828,7 +835,7 @@ def test_sources_of_a_mixed_config() -> None:
         "decode_responses": True,
         "client_name": "code",
     }
-    assert dict(result.sources) == {
+    assert configured_sources(result) == {
         "host": "REDIS_URL",
         "port": "REDIS_PORT",
         "db": "REDIS_URL",
@@ -885,7 +892,7 @@ def test_sources_of_a_mixed_config() -> None:
 def test_discrete_keys_fill_what_the_url_leaves_out(
     config: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    assert dict(settings(config).kwargs) == expected
+    assert configured(settings(config)) == expected
 
 
 # -- Transport: the highest layer that says how to connect decides ----------------
@@ -984,7 +991,7 @@ def test_highest_layer_transport_wins(
     build: Callable[[ClientSettings], Any],
 ) -> None:
     result = settings(config, defaults=defaults)
-    assert dict(result.kwargs) == expected
+    assert configured(result) == expected
     assert build(result).connection_pool.connection_class is connection_class
 
 
@@ -1006,8 +1013,8 @@ def test_custom_prefix_reads_only_its_own_keys() -> None:
     result = settings(config, "CACHE")
     assert result.prefix == "CACHE"
     assert result.client_class is redis.Redis
-    assert dict(result.kwargs) == {"host": "cache-host", "db": 2, "socket_timeout": 3.0}
-    assert dict(result.sources) == {
+    assert configured(result) == {"host": "cache-host", "db": 2, "socket_timeout": 3.0}
+    assert configured_sources(result) == {
         "host": "CACHE_HOST",
         "db": "CACHE_DB",
         "socket_timeout": "CACHE_OPTIONS",
@@ -1234,8 +1241,8 @@ def test_from_prefixed_env(
     app.config.from_prefixed_env()
     extension = Redis(app)
     result = extension.settings_for(app)
-    assert dict(result.kwargs) == expected
-    assert dict(result.sources) == sources
+    assert configured(result) == expected
+    assert configured_sources(result) == sources
     kwargs = app.extensions["redis"]["REDIS"].connection_pool.connection_kwargs
     for name, value in expected.items():
         if name == "unix_socket_path":
@@ -1303,7 +1310,7 @@ def test_from_object_and_mapping(app: Flask, load: Callable[[Any], None]) -> Non
     extension = Redis(app)
     result = extension.settings_for(app)
     assert result.client_class is fakeredis.FakeRedis
-    assert dict(result.kwargs) == {
+    assert configured(result) == {
         "host": "example.com",
         "port": 6380,
         "db": 2,
@@ -2164,6 +2171,7 @@ def test_masked_kwargs() -> None:
         "ssl_password": "***",
         "client_name": "web",
         "ssl_check_hostname": True,
+        "retry": result.kwargs["retry"],
     }
     # The client still gets the real secrets.
     assert result.kwargs["password"] == PW
@@ -2271,12 +2279,12 @@ def test_code_kwargs_are_defaults_under_config(app: Flask) -> None:
     extension = Redis(socket_timeout=1, decode_responses=True, db=1)
     extension.init_app(app, db=2)
     result = extension.settings_for(app)
-    assert dict(result.kwargs) == {
+    assert configured(result) == {
         "socket_timeout": 7.0,
         "decode_responses": True,
         "db": 2,
     }
-    assert dict(result.sources) == {
+    assert configured_sources(result) == {
         "socket_timeout": "REDIS_SOCKET_TIMEOUT",
         "decode_responses": "code",
         "db": "code",
@@ -2304,7 +2312,7 @@ def test_a_misspelt_key_is_reported(typo: str, meant: str) -> None:
 
 def test_unrelated_keys_under_the_prefix_are_left_alone() -> None:
     result = settings({"REDIS_QUEUE_NAME": "jobs", "REDIS_CACHE_URL": "x"})
-    assert result.kwargs == {}
+    assert configured(result) == {}
 
 
 def test_tls_given_in_code_gives_way_to_a_plain_url() -> None:
