@@ -1537,7 +1537,8 @@ def _client_class_and_topology(
             raise ConfigurationError(
                 class_key,
                 f"{_class_name(client_class)} is not redis.Redis or a subclass of"
-                f" it, which a Sentinel client ({sentinel}) needs.",
+                f" it, which Sentinel ({sentinel}) needs; asyncio clients are not"
+                " supported with Sentinel.",
             )
         return client_class, "sentinel"
     if cluster is not None:
@@ -1553,9 +1554,9 @@ def _client_class_and_topology(
         if not _is_cluster_class(client_class):
             raise ConfigurationError(
                 class_key,
-                f"{_class_name(client_class)} is not a cluster client, but"
-                f" {cluster} configures a Redis Cluster; leave {key('CLASS')}"
-                f" unset, or name {CLUSTER_CLIENT_CLASS!r} or a subclass.",
+                f"{_class_name(client_class)} is not {CLUSTER_CLIENT_CLASS} or a"
+                f" subclass of it, which {cluster} needs (asyncio cluster clients"
+                f" are not supported); leave {key('CLASS')} unset, or name one.",
             )
         return client_class, "cluster"
     if client_class is None:
@@ -1815,7 +1816,6 @@ def _fail_fast_retry_class() -> type[t.Any]:
 
             return super().call_with_retry(do, fail_unless_final, *args, **kwargs)
 
-    FailFastRetry.__qualname__ = FailFastRetry.__name__
     return FailFastRetry
 
 
@@ -1835,16 +1835,15 @@ def _sentinel_client(settings: SentinelSettings, master: bool) -> t.Any:
     # redis.Redis's keywords describe connections and go to the pool; those a
     # subclass adds are its own.
     connection_keywords = constructor_keywords(_default_client_class()) or {}
-    own = {
-        name: value
-        for name, value in settings.kwargs.items()
-        if name in _CLIENT_ONLY_KEYWORDS or name not in connection_keywords
-    }
+    own, connection = {}, {}
+    for name, value in settings.kwargs.items():
+        if name in _CLIENT_ONLY_KEYWORDS or name not in connection_keywords:
+            own[name] = value
+        elif settings.kwargs.get("ssl") or not name.startswith("ssl_"):
+            # Without TLS, redis.Redis ignores TLS options; connections fail.
+            connection[name] = value
     pool = pool_class(
-        settings.service_name,
-        sentinel_manager,
-        is_master=master,
-        **{name: value for name, value in settings.kwargs.items() if name not in own},
+        settings.service_name, sentinel_manager, is_master=master, **connection
     )
     client = settings.client_class(connection_pool=pool, **own)
     client.auto_close_connection_pool = True  # as Sentinel.master_for does

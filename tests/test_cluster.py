@@ -143,7 +143,15 @@ def test_database_zero_is_accepted() -> None:
         (
             {"REDIS_CLUSTER": True, "REDIS_CLASS": "redis.Redis"},
             "REDIS_CLASS",
-            "is not a cluster client",
+            "redis.Redis is not redis.cluster.RedisCluster or a subclass of it",
+        ),
+        (
+            {
+                "REDIS_CLUSTER": True,
+                "REDIS_CLASS": "redis.asyncio.cluster.RedisCluster",
+            },
+            "REDIS_CLASS",
+            "asyncio cluster clients are not supported",
         ),
         (
             {"REDIS_CLUSTER": True, "REDIS_URL": "unix:///run/redis.sock"},

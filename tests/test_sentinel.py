@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 import redis as redis_py
 from flask import Flask
+from redis.sentinel import MasterNotFoundError
 
+import flask_and_redis
 from flask_and_redis import (
     ConfigurationError,
     Redis,
@@ -230,6 +232,14 @@ def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
             "is not redis.Redis or a subclass",
         ),
         (
+            {
+                "REDIS_URL": "redis+sentinel://s1/m",
+                "REDIS_CLASS": "redis.asyncio.Redis",
+            },
+            "REDIS_CLASS",
+            "asyncio clients are not supported with Sentinel",
+        ),
+        (
             {"REDIS_URL": "redis+sentinel://:pw@s1/m", "REDIS_SSL": True},
             "REDIS_SSL",
             "use a rediss+sentinel:// URL",
@@ -254,6 +264,27 @@ def test_init_app_connects_to_nothing_and_starts_no_thread() -> None:
     assert isinstance(redis.settings_for(app), SentinelSettings)
     assert redis.replica is not redis.connection
     assert watcher_threads() == []
+
+
+def test_an_announced_master_is_trusted_while_other_sentinels_catch_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing listens on port 1: asking the sentinels fails.
+    client = settings(REDIS_URL="redis+sentinel://127.0.0.1:1/mymaster").create_client()
+    pool = client.connection_pool
+    try:
+        with pytest.raises(MasterNotFoundError):
+            pool.get_master_address()
+        # As the failover watcher does when a sentinel announces a new master.
+        pool.sentinel_manager.announce("mymaster", ("10.0.0.9", 6380))
+        assert pool.get_master_address() == ("10.0.0.9", 6380)
+        # Then the sentinels are asked again.
+        monkeypatch.setattr(flask_and_redis, "_ANNOUNCEMENT_TRUSTED_FOR", 0.0)
+        pool.sentinel_manager.announce("mymaster", ("10.0.0.8", 6380))
+        with pytest.raises(MasterNotFoundError):
+            pool.get_master_address()
+    finally:
+        client.close()
 
 
 def test_replica_of_an_app_without_sentinel_says_how_to_get_one(
