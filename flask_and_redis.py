@@ -1777,9 +1777,7 @@ def _fail_fast_retry(default: object) -> t.Any:
     if retry_module is None or not isinstance(default, retry_module.Retry):
         return None
     return _fail_fast_retry_class()(
-        copy.deepcopy(default._backoff),
-        default.get_retries(),
-        default._supported_errors,
+        copy.deepcopy(default._backoff), default._retries, default._supported_errors
     )
 
 

@@ -620,6 +620,8 @@ class SentinelServer(RedisServer):
     :param failover_timeout_ms: Sentinel's ``failover-timeout``.
     """
 
+    _QUIT = b""  # Sentinel has no QUIT: read the answer to PING only
+
     def __init__(
         self,
         *,
@@ -652,8 +654,6 @@ class SentinelServer(RedisServer):
 
     def _arguments(self) -> list[str]:
         return ["--sentinel"]
-
-    _QUIT = b""  # Sentinel has no QUIT: read the answer to PING only
 
 
 def _wait_for(what: str, check: Any, deadline: float, log: Any = None) -> None:
@@ -749,10 +749,17 @@ class SentinelGroup:
     def _ready(self) -> bool:
         for sentinel in self.sentinels:
             with sentinel.client() as client:
-                state = client.sentinel_master(self.master_name)
+                # INFO reads the same on every redis-py (SENTINEL MASTER does not).
+                (state,) = (
+                    value
+                    for name, value in client.info("sentinel").items()
+                    if name.startswith("master")
+                    and isinstance(value, dict)
+                    and value["name"] == self.master_name
+                )
             if (
-                state["num-other-sentinels"] != len(self.sentinels) - 1
-                or state["num-slaves"] != len(self.servers) - 1
+                state["sentinels"] != len(self.sentinels)
+                or state["slaves"] != len(self.servers) - 1
             ):
                 return False
         return True
@@ -784,7 +791,10 @@ class SentinelGroup:
     def master_address(self, sentinel: int = 0) -> tuple[str, int]:
         """The master's address, as one sentinel reports it."""
         with self.sentinels[sentinel].client() as client:
-            host, port = client.sentinel_get_master_addr_by_name(self.master_name)
+            # Unparsed: redis-py 6.4 fails to parse it on a plain client.
+            host, port = client.execute_command(
+                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
+            )
         return host.decode(), int(port)
 
     def server_at(self, address: tuple[str, int]) -> RedisServer:

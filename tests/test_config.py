@@ -2171,7 +2171,8 @@ def test_masked_kwargs() -> None:
         "ssl_password": "***",
         "client_name": "web",
         "ssl_check_hostname": True,
-        "retry": result.kwargs["retry"],
+        # The default retry policy (redis-py 6 and later have one).
+        **{name: result.kwargs[name] for name in ("retry",) if name in result.kwargs},
     }
     # The client still gets the real secrets.
     assert result.kwargs["password"] == PW
