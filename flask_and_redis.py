@@ -1088,6 +1088,12 @@ def client_settings_from_config(
                 " client's pool is the one that asks the sentinels where the"
                 " master is.",
             )
+        if "connection_pool" in kwargs:
+            raise ConfigurationError(
+                places["connection_pool"],
+                "a connection pool cannot be given with Sentinel: the client's"
+                " pool is the one that asks the sentinels where the master is.",
+            )
         return SentinelSettings(
             prefix=prefix,
             client_class=client_class,

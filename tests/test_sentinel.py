@@ -222,6 +222,14 @@ def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
             "did you mean 'socket_timeout'?",
         ),
         (
+            {
+                "REDIS_URL": "redis+sentinel://s1/m",
+                "REDIS_OPTIONS": {"connection_pool": 1},
+            },
+            "REDIS_OPTIONS['connection_pool']",
+            "a connection pool cannot be given with Sentinel",
+        ),
+        (
             {"REDIS_URL": "redis+sentinel://s1/m", "REDIS_CLUSTER": True},
             "REDIS_CLUSTER",
             "configures Sentinel",
@@ -361,16 +369,32 @@ def test_replica_is_resolved_per_app(
 def test_failover_watchers_start_on_first_use_and_stop_on_close(
     make_app: MakeApp, sentinel_group: SentinelGroup
 ) -> None:
-    app = make_app(REDIS_URL=sentinel_group.url())
+    app = make_app(
+        REDIS_URL=sentinel_group.url(),
+        REDIS_SENTINEL_OPTIONS={"client_name": "watched-app"},
+    )
     redis = Redis(app)
     assert watcher_threads() == []
 
     redis.ping()
     assert len(watcher_threads()) == len(sentinel_group.sentinels)
+    assert all(named_clients(sentinel) for sentinel in sentinel_group.sentinels)
 
     redis.connection.close()
     redis.replica.close()
     assert watcher_threads() == []
+    # Their connections, and those that asked where the master is, are closed.
+    wait_for(
+        "no connection left on the sentinels",
+        lambda: not any(named_clients(s) for s in sentinel_group.sentinels),
+        5,
+    )
+
+
+def named_clients(sentinel: Any, name: str = "watched-app") -> int:
+    """How many connections named *name* a sentinel has."""
+    with sentinel.client() as client:
+        return sum(1 for entry in client.client_list() if entry["name"] == name)
 
 
 def test_a_forked_worker_follows_failovers_itself(
