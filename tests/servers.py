@@ -31,7 +31,6 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
-import redis.cluster
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -150,7 +149,8 @@ def free_port(max_port: int = 65535) -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now.
 
     :param max_port: the highest acceptable port. Cluster nodes also use
-        ``port + 10000`` for their bus, so they need ``max_port=55535``.
+        ``port + 10000`` for their bus: :func:`free_cluster_port` finds a
+        port for them.
     """
     if max_port < _LOWEST_CHOSEN_PORT:
         raise ValueError(f"max_port must be at least {_LOWEST_CHOSEN_PORT}.")

