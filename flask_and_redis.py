@@ -1466,18 +1466,49 @@ def _client_class_and_topology(
 ) -> tuple[Callable[..., t.Any], str]:
     """The client class, and how the client finds its server: ``"server"``
     (one, named by URL or keys), ``"sentinel"`` or ``"cluster"``."""
+    class_key = f"{prefix}_CLASS"
+    client_class = provider
+    if provider is not None:
+        class_key = f"The custom provider {_class_name(provider)}"
+    elif config.get(class_key) is not None:
+        client_class = resolve_client_class(config[class_key], class_key)
+    topology, place = _topology(config, prefix, parsed, client_class, class_key)
+
+    if client_class is None:
+        if topology == "cluster":
+            return _cluster_client_class(), topology
+        return _default_client_class(), topology
+    if topology == "sentinel" and not _is_redis_class(client_class):
+        raise ConfigurationError(
+            class_key,
+            f"{_class_name(client_class)} is not redis.Redis or a subclass of"
+            f" it, which Sentinel ({place}) needs; asyncio clients are not"
+            " supported with Sentinel.",
+        )
+    if topology == "cluster" and not _is_cluster_class(client_class):
+        raise ConfigurationError(
+            class_key,
+            f"{_class_name(client_class)} is not {CLUSTER_CLIENT_CLASS} or a"
+            f" subclass of it, which {place} needs (asyncio cluster clients"
+            f" are not supported); leave {prefix}_CLASS unset, or name one.",
+        )
+    return client_class, topology
+
+
+def _topology(
+    config: Mapping[str, t.Any],
+    prefix: str,
+    parsed: _ParsedURL | None,
+    client_class: object,
+    class_key: str,
+) -> tuple[str, str | None]:
+    """``"server"``, ``"sentinel"`` or ``"cluster"``, and the key that says
+    so; refuses keys that say different things."""
 
     def key(name: str) -> str:
         return f"{prefix}_{name}"
 
-    class_key = key("CLASS")
-    client_class = provider
-    if provider is None and config.get(class_key) is not None:
-        client_class = resolve_client_class(config[class_key], class_key)
-    elif provider is not None:
-        class_key = f"The custom provider {_class_name(provider)}"
-
-    sentinel = None  # the key that configures Sentinel, if any
+    sentinel = None
     if parsed is not None and parsed.topology == "sentinel":
         sentinel = key("URL")
     elif config.get(key("SENTINELS")) is not None:
@@ -1492,19 +1523,13 @@ def _client_class_and_topology(
                 f"{_show(key('CLUSTER'), cluster_flag)} is not valid; expected"
                 f" {_BOOL.expected}.",
             ) from None
-    cluster = next(
-        (
-            place
-            for place, says in (
-                (key("URL"), parsed is not None and parsed.topology == "cluster"),
-                (key("CLUSTER_NODES"), config.get(key("CLUSTER_NODES")) is not None),
-                (key("CLUSTER"), cluster_flag is True),
-                (class_key, _is_cluster_class(client_class)),
-            )
-            if says
-        ),
-        None,
-    )
+    says_cluster = {
+        key("URL"): parsed is not None and parsed.topology == "cluster",
+        key("CLUSTER_NODES"): config.get(key("CLUSTER_NODES")) is not None,
+        key("CLUSTER"): cluster_flag is True,
+        class_key: _is_cluster_class(client_class),
+    }
+    cluster = next((place for place, says in says_cluster.items() if says), None)
 
     if sentinel is not None and cluster is not None:
         raise ConfigurationError(
@@ -1512,22 +1537,29 @@ def _client_class_and_topology(
             f"it configures a Redis Cluster, and {sentinel} configures Sentinel;"
             " a client uses one or the other. Remove one of them.",
         )
-    if cluster_flag is False and cluster is not None:
-        raise ConfigurationError(
-            key("CLUSTER"),
-            f"False, but {cluster} configures a Redis Cluster; set it to True,"
-            " or remove it.",
-        )
-    if sentinel is None:
-        for name in _SENTINEL_KEYS:
-            if config.get(key(name)) is not None:
-                raise ConfigurationError(
-                    key(name),
-                    f"{_show(key(name), config[key(name)])} is set, but no"
-                    f" sentinels are configured; set {key('SENTINELS')} or use a"
-                    f" redis+sentinel:// URL, or remove {key(name)}.",
-                )
-
+    for name in _SENTINEL_KEYS if sentinel is None else ():
+        if config.get(key(name)) is not None:
+            raise ConfigurationError(
+                key(name),
+                f"{_show(key(name), config[key(name)])} is set, but no"
+                f" sentinels are configured; set {key('SENTINELS')} or use a"
+                f" redis+sentinel:// URL, or remove {key(name)}.",
+            )
+    if cluster is not None:
+        if cluster_flag is False:
+            raise ConfigurationError(
+                key("CLUSTER"),
+                f"False, but {cluster} configures a Redis Cluster; set it to"
+                " True, or remove it.",
+            )
+        if parsed is not None and parsed.scheme == "unix":
+            raise ConfigurationError(
+                key("URL"),
+                f"{_show(key('URL'), config[key('URL')])} is a unix socket, but"
+                f" {cluster} configures a Redis Cluster, which is reached over"
+                " TCP; use a 'redis+cluster://host:port[,host:port…]' URL.",
+            )
+        return "cluster", cluster
     if sentinel is not None:
         if parsed is not None and parsed.topology is None:
             raise ConfigurationError(
@@ -1537,37 +1569,8 @@ def _client_class_and_topology(
                 " 'redis+sentinel://host:port[,host:port…]/master[/db]' URL, or"
                 f" remove {sentinel}.",
             )
-        if client_class is None:
-            return _default_client_class(), "sentinel"
-        if not _is_redis_class(client_class):
-            raise ConfigurationError(
-                class_key,
-                f"{_class_name(client_class)} is not redis.Redis or a subclass of"
-                f" it, which Sentinel ({sentinel}) needs; asyncio clients are not"
-                " supported with Sentinel.",
-            )
-        return client_class, "sentinel"
-    if cluster is not None:
-        if parsed is not None and parsed.scheme == "unix":
-            raise ConfigurationError(
-                key("URL"),
-                f"{_show(key('URL'), config[key('URL')])} is a unix socket, but"
-                f" {cluster} configures a Redis Cluster, which is reached over"
-                " TCP; use a 'redis+cluster://host:port[,host:port…]' URL.",
-            )
-        if client_class is None:
-            return _cluster_client_class(), "cluster"
-        if not _is_cluster_class(client_class):
-            raise ConfigurationError(
-                class_key,
-                f"{_class_name(client_class)} is not {CLUSTER_CLIENT_CLASS} or a"
-                f" subclass of it, which {cluster} needs (asyncio cluster clients"
-                f" are not supported); leave {key('CLASS')} unset, or name one.",
-            )
-        return client_class, "cluster"
-    if client_class is None:
-        return _default_client_class(), "server"
-    return client_class, "server"
+        return "sentinel", sentinel
+    return "server", None
 
 
 def _is_redis_class(client_class: object) -> bool:

@@ -136,6 +136,11 @@ def test_database_zero_is_accepted() -> None:
         ),
         ({"REDIS_CLUSTER": "maybe"}, "REDIS_CLUSTER", "expected true or false"),
         (
+            {"REDIS_CLUSTER": True, "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_SENTINEL_MASTER",
+            "no sentinels are configured",
+        ),
+        (
             {"REDIS_CLUSTER": False, "REDIS_CLUSTER_NODES": ["n1"]},
             "REDIS_CLUSTER",
             "False, but REDIS_CLUSTER_NODES configures a Redis Cluster",
