@@ -1776,9 +1776,9 @@ def _fail_fast_retry(default: object) -> t.Any:
     """A copy of a client class's default retry policy (*default*) that gives
     up at once on what no retry mends, or ``None`` if *default* is none.
 
-    redis-py retries a failed connection, handshake included, with backoff
-    (ten times since redis-py 6): a wrong password, or a server certificate
-    that does not verify, would take seconds to be reported. Applied to every
+    Since redis-py 6, clients retry a failed connection, handshake included,
+    with backoff: a wrong password, or a server certificate that does not
+    verify, would take seconds to be reported. Applied to every
     client built from config, URL or keys alike (redis-py's ``from_url`` would
     get no retries at all); a ``retry`` given in config is used as it is.
     """
