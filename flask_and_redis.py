@@ -1823,6 +1823,9 @@ def _fail_fast_retry_class() -> type[t.Any]:
 
             return super().call_with_retry(do, fail_unless_final, *args, **kwargs)
 
+        def __repr__(self) -> str:  # as `flask redis config` shows it
+            return f"FailFastRetry(retries={self._retries})"
+
     return FailFastRetry
 
 
@@ -2659,7 +2662,8 @@ class _Probe:
     """A client for one CLI command, made from a prefix's settings but giving
     up after *timeout* seconds, without retries: redis-py 8 retries a refused
     connection ten times with backoff, too slow for a health check. Its
-    :meth:`call` runs asyncio clients' commands to completion too."""
+    :meth:`call` builds it (a cluster client connects as it is built), and
+    runs asyncio clients' commands to completion too."""
 
     def __init__(self, settings: ClientSettings, timeout: float) -> None:
         accepted = constructor_keywords(settings.client_class)
@@ -2674,14 +2678,17 @@ class _Probe:
             # The class's own kind of Retry: redis.asyncio has one of its own.
             overrides["retry"] = type(default_retry)(NoBackoff(), 0)
         self.settings = settings
-        self.client = dataclasses.replace(
+        self._probe_settings = dataclasses.replace(
             settings, kwargs={**settings.kwargs, **overrides}
-        ).create_client()
+        )
+        self.client: t.Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        if inspect.iscoroutinefunction(getattr(self.client, "execute_command", None)):
+        if settings.is_asyncio:
             self._loop = asyncio.new_event_loop()
 
     def call(self, method: str, *args: t.Any) -> t.Any:
+        if self.client is None:
+            self.client = self._probe_settings.create_client()
         result = getattr(self.client, method)(*args)
         if self._loop is not None:
             result = self._loop.run_until_complete(result)
@@ -2698,13 +2705,16 @@ class _Probe:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._loop is None:
-            self.client.close()
-            return
         try:
+            if self.client is None:
+                return
+            if self._loop is None:
+                self.client.close()
+                return
             self.call("aclose" if hasattr(self.client, "aclose") else "close")
         finally:
-            self._loop.close()
+            if self._loop is not None:
+                self._loop.close()
 
 
 def _server_name(info: Mapping[str, t.Any]) -> str:

@@ -17,7 +17,13 @@ from flask import Flask
 
 from flask_and_redis import Redis
 
-from servers import AUTH_PASSWORD, RedisServer, free_port
+from servers import (
+    AUTH_PASSWORD,
+    RedisServer,
+    SentinelGroup,
+    ServerCluster,
+    free_port,
+)
 
 MakeApp = Callable[..., Flask]
 
@@ -228,21 +234,23 @@ def test_config_shows_each_setting_with_its_source_and_masks_secrets(
         "# REDIS",
         "class  redis.Redis",
         "url    redis://app:***@cache.internal:6380/4",
-        "  client_name           = 'web'             (code)",
-        "  db                    = 4                 (REDIS_URL)",
-        "  health_check_interval = 30.0              (REDIS_OPTIONS)",
-        "  host                  = 'cache.internal'  (REDIS_URL)",
-        "  password              = '***'             (REDIS_URL)",
-        "  port                  = 6380              (REDIS_URL)",
-        "  socket_timeout        = 2.5               (REDIS_SOCKET_TIMEOUT)",
-        "  username              = 'app'             (REDIS_URL)",
+        "  client_name           = 'web'                      (code)",
+        "  db                    = 4                          (REDIS_URL)",
+        "  health_check_interval = 30.0                       (REDIS_OPTIONS)",
+        "  host                  = 'cache.internal'           (REDIS_URL)",
+        "  password              = '***'                      (REDIS_URL)",
+        "  port                  = 6380                       (REDIS_URL)",
+        "  retry                 = FailFastRetry(retries=10)  (default)",
+        "  socket_timeout        = 2.5                        (REDIS_SOCKET_TIMEOUT)",
+        "  username              = 'app'                      (REDIS_URL)",
         "  (other keyword arguments: the defaults of redis.Redis)",
         "",
         "# CACHE",
         "class  redis.Redis",
         "url    unix://:***@/run/redis.sock?db=0",
-        "  password         = '***'              (CACHE_PASSWORD)",
-        "  unix_socket_path = '/run/redis.sock'  (CACHE_UNIX_SOCKET_PATH)",
+        "  password         = '***'                      (CACHE_PASSWORD)",
+        "  retry            = FailFastRetry(retries=10)  (default)",
+        "  unix_socket_path = '/run/redis.sock'          (CACHE_UNIX_SOCKET_PATH)",
         "  (other keyword arguments: the defaults of redis.Redis)",
         "",
     ]
@@ -282,3 +290,35 @@ def test_flask_redis_ping_as_a_command(
     assert up.stdout.startswith(f"REDIS  {redis_unix_server.url(db=5)}  PONG in ")
     assert down.returncode == 1
     assert "unreachable: ConnectionError" in down.stdout
+
+
+def test_ping_a_sentinel_master_and_a_cluster(
+    make_app: MakeApp, sentinel_group: SentinelGroup, redis_cluster: ServerCluster
+) -> None:
+    app = make_app(
+        REDIS_URL=sentinel_group.url(db=1),
+        CLUSTER_URL=redis_cluster.url(),
+    )
+    Redis(app)
+    Redis(app, config_prefix="CLUSTER")
+
+    result = run(app, "ping")
+
+    assert result.exit_code == 0, result.output
+    sentinel_line, cluster_line = result.output.splitlines()
+    assert sentinel_line.startswith(f"REDIS    {sentinel_group.url(db=1)}  PONG in ")
+    assert cluster_line.startswith(f"CLUSTER  {redis_cluster.url()}  PONG in ")
+
+
+def test_ping_reports_an_unreachable_cluster() -> None:
+    port = free_port()  # nothing listens there
+    app = Flask(__name__)  # not make_app, whose clean-up would build the client
+    app.config["REDIS_CLUSTER_NODES"] = [f"127.0.0.1:{port}"]
+    Redis(app)
+
+    result = run(app, "ping", "--timeout", "1")
+
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"REDIS  redis+cluster://127.0.0.1:{port}  unreachable: RedisClusterException"
+    )
