@@ -1831,9 +1831,6 @@ def _fail_fast_retry_class() -> type[t.Any]:
 
 # -- Client construction: Sentinel -----------------------------------------------
 
-# The client keywords that configure the client itself, not its connections.
-_CLIENT_ONLY_KEYWORDS = ("single_connection_client",)
-
 
 def _sentinel_client(settings: SentinelSettings, master: bool) -> t.Any:
     """A client of the master (or of the replicas) of *settings*, on a pool
@@ -1847,7 +1844,7 @@ def _sentinel_client(settings: SentinelSettings, master: bool) -> t.Any:
     connection_keywords = constructor_keywords(_default_client_class()) or {}
     own, connection = {}, {}
     for name, value in settings.kwargs.items():
-        if name in _CLIENT_ONLY_KEYWORDS or name not in connection_keywords:
+        if name not in connection_keywords:
             own[name] = value
         elif settings.kwargs.get("ssl") or not name.startswith("ssl_"):
             # Without TLS, redis.Redis ignores TLS options; connections fail.
