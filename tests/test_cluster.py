@@ -189,6 +189,14 @@ def test_database_zero_is_accepted() -> None:
             "'round_robin', 'round_robin_replicas'",
         ),
         (
+            {
+                "REDIS_CLUSTER": True,
+                "REDIS_CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+            },
+            "REDIS_CONNECTION_POOL_CLASS",
+            "takes no connection pool",
+        ),
+        (
             {"REDIS_CLUSTER": True, "REDIS_OPTIONS": {"startup_nodes": []}},
             "REDIS_OPTIONS['startup_nodes']",
             "takes no keyword argument 'startup_nodes'",

@@ -230,6 +230,14 @@ def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
             "a connection pool cannot be given with Sentinel",
         ),
         (
+            {
+                "REDIS_URL": "redis+sentinel://s1/m",
+                "REDIS_CONNECTION_POOL_CLASS": "redis.BlockingConnectionPool",
+            },
+            "REDIS_CONNECTION_POOL_CLASS",
+            "cannot be used with Sentinel",
+        ),
+        (
             {"REDIS_URL": "redis+sentinel://s1/m", "REDIS_CLUSTER": True},
             "REDIS_CLUSTER",
             "configures Sentinel",
