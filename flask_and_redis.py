@@ -1872,7 +1872,12 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
     """redis-py's Sentinel pool and Sentinel client, made to follow failovers
     (see :class:`_FailoverWatcher`). Made on first use: the module imports
     without redis-py."""
-    from redis.sentinel import Sentinel, SentinelConnectionPool
+    from redis.sentinel import (
+        Sentinel,
+        SentinelConnectionPool,
+        SentinelManagedConnection,
+        SentinelManagedSSLConnection,
+    )
 
     class FollowingSentinel(Sentinel):
         """Asks the sentinels where the master is, unless one has just
@@ -1906,6 +1911,27 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
                 return announced[0]
             return super().discover_master(service_name)  # type: ignore[no-untyped-call]
 
+    class ReconnectingConnection(SentinelManagedConnection):
+        """Asks where the master is (or a replica) whenever it reconnects.
+
+        redis-py 6 and later reconnect a connection that a failed command
+        closed to the address it had, without asking: a command retried
+        after its master died would be retried against the dead master until
+        its retries ran out, long after the new master was announced.
+        """
+
+        def send_packed_command(
+            self, command: t.Any, check_health: bool = True
+        ) -> None:
+            if not self._sock:
+                self._connect_retry()  # type: ignore[no-untyped-call]
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    class ReconnectingSSLConnection(
+        ReconnectingConnection, SentinelManagedSSLConnection
+    ):
+        pass
+
     class FollowingSentinelPool(SentinelConnectionPool):
         """A master's pool follows failovers from its first connection in
         each process until it is closed; closing it also closes its
@@ -1914,6 +1940,12 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
         def __init__(
             self, service_name: str, sentinel_manager: t.Any, **kwargs: t.Any
         ) -> None:
+            if "connection_class" not in kwargs:
+                kwargs["connection_class"] = (
+                    ReconnectingSSLConnection
+                    if kwargs.get("ssl")
+                    else ReconnectingConnection
+                )
             self.watcher = (
                 _FailoverWatcher(self, sentinel_manager, service_name)
                 if kwargs.get("is_master", True)
@@ -2049,14 +2081,15 @@ class _FailoverWatcher:
             return
         if not self._sentinel_manager.announce(self._service_name, address):
             return  # heard from another sentinel already
+        # The pool asks (and gets the announced address); as it changed, the
+        # pool closes its idle connections, and closes busy ones on release.
+        pool.get_master_address()
+        # Once followed: every command called from now on goes to the new master.
         logger.info(
             "The sentinels announce a new master for %r: %s:%s",
             self._service_name,
             *address,
         )
-        # The pool asks (and gets the announced address); as it changed, the
-        # pool closes its idle connections, and closes busy ones on release.
-        pool.get_master_address()
 
 
 # -- Client construction: asyncio clients, one per event loop --------------------

@@ -8,11 +8,14 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import redis as redis_py
 from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
 import flask_and_redis
@@ -23,7 +26,7 @@ from flask_and_redis import (
     client_settings_from_config,
 )
 
-from servers import SentinelGroup
+from servers import RedisServer, SentinelGroup
 
 MakeApp = Callable[..., Flask]
 RecordTiming = Callable[[str, float], None]
@@ -301,6 +304,41 @@ def test_an_announced_master_is_trusted_while_other_sentinels_catch_up(
             pool.get_master_address()
     finally:
         client.close()
+
+
+def test_a_write_retried_after_its_master_died_reaches_the_announced_master(
+    server_factory: Callable[..., RedisServer],
+) -> None:
+    # redis-py 6 and later reconnect a connection that a failed command
+    # closed to the address it had: the retries would go to the dead master.
+    old_master, new_master = server_factory(), server_factory()
+    # Nothing listens on port 1: the announcements say where the master is.
+    client = settings(
+        REDIS_URL="redis+sentinel://127.0.0.1:1/mymaster",
+        REDIS_RETRY=Retry(NoBackoff(), 2),
+        REDIS_RETRY_ON_ERROR=[redis_py.ConnectionError],  # for redis-py 5
+    ).create_client()
+    sentinel_manager = client.connection_pool.sentinel_manager
+    try:
+        sentinel_manager.announce("mymaster", old_master.address)
+        client.set("key", "old")
+        with old_master.client() as admin, ThreadPoolExecutor(1) as executor:
+            # The next write waits on the old master, which dies after a
+            # new master is announced.
+            admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            write = executor.submit(client.set, "key", "new")
+            wait_for(
+                "the write waits on the old master",
+                lambda: any("b" in entry["flags"] for entry in admin.client_list()),
+                10,
+            )
+            sentinel_manager.announce("mymaster", new_master.address)
+            old_master.kill()
+            assert write.result(timeout=30) is True
+    finally:
+        client.close()
+    with new_master.client() as new:
+        assert new.get("key") == b"new"
 
 
 def test_replica_of_an_app_without_sentinel_says_how_to_get_one(
