@@ -234,12 +234,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not _timings:
-        return
-    terminalreporter.section("topology timings (seconds)")
-    for what, seconds in sorted(_timings.items()):
-        shown = ", ".join(f"{value:.2f}" for value in seconds)
-        terminalreporter.write_line(f"{what}: {shown}")
+    if _timings:
+        terminalreporter.section("topology timings (seconds)")
+        for what, seconds in sorted(_timings.items()):
+            shown = ", ".join(f"{value:.2f}" for value in seconds)
+            terminalreporter.write_line(f"{what}: {shown}")
+    if _figures:
+        terminalreporter.section("measured figures")
+        for line in _figures:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -250,6 +253,16 @@ def record_timing() -> Callable[[str, float], None]:
         _timings.setdefault(what, []).append(seconds)
 
     return record
+
+
+_figures: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def report_figure() -> Callable[[str], None]:
+    """``report_figure("…")``: a line of measurements, such as the counts of a
+    failover under load, shown at the end of the run."""
+    return _figures.append
 
 
 @pytest.fixture(scope="session")
