@@ -198,12 +198,12 @@ class Outcome:
 
     @property
     def acknowledged_before(self) -> list[Write]:
-        """Acknowledged writes that ended before the announcement."""
-        after = self.sent_after
+        """Acknowledged writes that ended before the announcement (and had
+        started before the extension followed it)."""
         return [
             w
             for w in self.acknowledged
-            if w.finished < self.announced and w not in after
+            if w.finished < self.announced and w.started < self.followed
         ]
 
     @property
