@@ -15,8 +15,9 @@ import pytest
 import redis as redis_py
 from flask import Flask
 from redis.backoff import NoBackoff
+from redis.connection import SSLConnection
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError
+from redis.sentinel import MasterNotFoundError, SentinelManagedConnection
 
 import flask_and_redis
 from flask_and_redis import (
@@ -339,6 +340,19 @@ def test_a_write_retried_after_its_master_died_reaches_the_announced_master(
         client.close()
     with new_master.client() as new:
         assert new.get("key") == b"new"
+
+
+@pytest.mark.parametrize("scheme", ["redis+sentinel", "rediss+sentinel"])
+def test_connections_speak_tls_as_configured(scheme: str) -> None:
+    client = settings(REDIS_URL=f"{scheme}://127.0.0.1:1/mymaster").create_client()
+    try:
+        connection_class = client.connection_pool.connection_class
+        assert issubclass(connection_class, SentinelManagedConnection)
+        assert issubclass(connection_class, SSLConnection) == scheme.startswith(
+            "rediss"
+        )
+    finally:
+        client.close()
 
 
 def test_replica_of_an_app_without_sentinel_says_how_to_get_one(
