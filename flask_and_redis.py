@@ -1912,7 +1912,8 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
             return super().discover_master(service_name)  # type: ignore[no-untyped-call]
 
     class ReconnectingConnection(SentinelManagedConnection):
-        """Asks where the master is (or a replica) whenever it reconnects.
+        """Asks the sentinels where to connect (the master, or a replica)
+        whenever it reconnects.
 
         redis-py 6 and later reconnect a connection that a failed command
         closed to the address it had, without asking: a command retried
