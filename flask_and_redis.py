@@ -64,6 +64,10 @@ except ImportError:  # pragma: no cover - only a future Flask would lack it
 
     _app_context = _AppContextVar()  # type: ignore[assignment]
 
+# Bound once: CPython compiles a call on an imported name (_app_context.get(…))
+# without its method-call fast path, so each call would make a bound method.
+_current_app_context = _app_context.get
+
 if t.TYPE_CHECKING:
     # For type checkers the extension is a redis-py client, so that calls
     # through it are checked against redis-py's own signatures; at run time
@@ -2157,6 +2161,7 @@ class LoopLocalClient:
             pass
         self._clients[loop] = client
         self._closers[loop] = closer
+        _expose_instance_attributes(client)
         logger.debug(
             "%s: new client for event loop %#x", self.settings.prefix, id(loop)
         )
@@ -2242,6 +2247,7 @@ class _ClusterBinding(_Binding):
             with self._lock:
                 if self._built is None:
                     self._built = self.settings.create_client()
+                    _expose_instance_attributes(self._built)
                 client = self._built
         return client
 
@@ -2265,7 +2271,7 @@ def _bind(settings: ClientSettings) -> _Binding | LoopLocalClient:
         _expose_client_attributes(t.cast(type, settings.client_class))
         return _ClusterBinding(settings)
     client = settings.create_client()
-    _expose_client_attributes(type(client))
+    _expose_client_attributes(client)
     if isinstance(settings, SentinelSettings):
         return _SentinelBinding(settings, client)
     return _Binding(settings, client)
@@ -2510,7 +2516,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         return self._find_binding(app).settings
 
     def _current_binding(self) -> _Binding | LoopLocalClient:
-        app = _app_context.get(_NO_CONTEXT).app
+        app = _current_app_context(_NO_CONTEXT).app
         cached_app, binding = self._last
         if app is cached_app:
             return binding
@@ -2554,18 +2560,6 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
 
     if not t.TYPE_CHECKING:  # checkers see the client's attributes instead
 
-        def __getattr__(self, name: str) -> t.Any:
-            # Reached only for attributes the client class does not declare,
-            # such as the client's instance attributes (connection_pool):
-            # expose those too, so the next lookup skips this method.
-            if name.startswith("_"):
-                raise AttributeError(
-                    f"{type(self).__name__!r} object has no attribute {name!r}"
-                )
-            value = getattr(self._current_binding().client, name)
-            _expose(name)
-            return value
-
         def __contains__(self, name: t.Any) -> bool:
             return name in self._current_binding().client
 
@@ -2580,7 +2574,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
 
     def __repr__(self) -> str:
         bindings = list(self._bindings.values())
-        app = _app_context.get(_NO_CONTEXT).app
+        app = _current_app_context(_NO_CONTEXT).app
         if app is not None:
             found = self._bindings.get(app)
             bindings = [found] if found else []
@@ -2615,7 +2609,7 @@ def _client_attribute(name: str, doc: str | None) -> property:
     def get(self: Redis) -> t.Any:
         # The path of every call through the extension, so _current_binding
         # is written out here: a method call would add a third to its cost.
-        app = _app_context.get(_NO_CONTEXT).app
+        app = _current_app_context(_NO_CONTEXT).app
         cached_app, binding = self._last
         if app is not cached_app:
             binding = self._find_binding(app)
@@ -2637,16 +2631,35 @@ def _expose(name: str, doc: str | None = None) -> None:
         setattr(Redis, name, _client_attribute(name, doc))
 
 
-def _expose_client_attributes(client_class: type) -> None:
-    """Make every public attribute of *client_class* an attribute of the
-    extension, resolved at each lookup to the current app's client."""
-    for name in dir(client_class):
+def _expose_client_attributes(client: object) -> None:
+    """Make every public attribute of *client* an attribute of the extension,
+    resolved at each lookup to the current app's client: its class's methods
+    and its own attributes, such as ``connection_pool``.
+
+    The names are taken when a client is registered (the class's, for the
+    asyncio and cluster clients made later, and the client's own when it is
+    made): the extension has no ``__getattr__`` for names that appear after
+    that, because a class with one takes CPython's slow path for every
+    attribute lookup on its instances, a third again on each call through
+    the extension (see docs/performance.rst).
+    """
+    client_class = client if isinstance(client, type) else type(client)
+    for name in dir(client):
         if not name.startswith("_"):
             attribute = getattr(client_class, name, None)
             _expose(
                 name,
                 inspect.getdoc(attribute) if inspect.isroutine(attribute) else None,
             )
+
+
+def _expose_instance_attributes(client: object) -> None:
+    """Expose the attributes *client* has of its own, such as
+    ``connection_pool``: for the clients made after init_app (asyncio and
+    cluster clients)."""
+    for name in getattr(client, "__dict__", ()):
+        if not name.startswith("_"):
+            _expose(name)
 
 
 # -- The flask redis command -----------------------------------------------------
@@ -2676,7 +2689,7 @@ _prefix_option = click.option(
 
 
 def _selected_settings(prefix: str | None) -> list[ClientSettings]:
-    app = t.cast(Flask, _app_context.get(_NO_CONTEXT).app)  # commands run in one
+    app = t.cast(Flask, _current_app_context(_NO_CONTEXT).app)  # commands run in one
     registered = _settings_by_app.get(app, {})
     if prefix is None:
         return list(registered.values())

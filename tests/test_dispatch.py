@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import pickle
@@ -11,6 +12,7 @@ from unittest import mock
 
 import pytest
 import redis as redis_py
+import redis.asyncio as redis_asyncio
 from flask import Flask
 
 from flask_and_redis import Redis
@@ -80,6 +82,47 @@ def test_methods_carry_the_clients_name_and_docs(redis: Redis) -> None:
 
 def test_instance_attributes_of_the_client_are_reachable(redis: Redis) -> None:
     assert redis.connection_pool is redis.connection.connection_pool
+
+
+def test_instance_attributes_of_a_custom_client_are_reachable(
+    make_app: MakeApp,
+) -> None:
+    class Client:
+        def __init__(self) -> None:
+            self.instance_only_attribute = "set in __init__"
+
+    redis = Redis.from_custom_provider(Client, make_app())
+
+    assert redis.instance_only_attribute == "set in __init__"
+    redis.connection.instance_only_attribute = "changed"
+    assert redis.instance_only_attribute == "changed"
+
+
+def test_instance_attributes_of_asyncio_clients_are_reachable(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    class MarkedAsyncRedis(redis_asyncio.Redis):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(**kwargs)
+            self.marker_of_each_loop_client = id(self)
+
+    redis = Redis.from_custom_provider(
+        MarkedAsyncRedis, make_app(REDIS_URL=redis_server.url())
+    )
+
+    async def markers() -> tuple[int, int]:
+        assert await redis.ping() is True  # the loop's first client
+        return redis.marker_of_each_loop_client, id(redis.connection)
+
+    marker, client_id = asyncio.run(markers())
+    assert marker == client_id
+
+
+def test_the_extension_keeps_the_fast_attribute_lookup() -> None:
+    # A __getattr__ (or __getattribute__) on the class would send every
+    # lookup on the extension down CPython's slow path: see benchmarks/.
+    assert "__getattr__" not in dir(Redis)
+    assert Redis.__getattribute__ is object.__getattribute__
 
 
 def test_unknown_attributes_raise_attribute_error(redis: Redis) -> None:
