@@ -1,0 +1,350 @@
+"""The report: reST tables of the results, the machine, and the targets."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sysconfig
+import typing as t
+
+from .timing import Spread
+from servers import RedisServer
+
+# -- The machine
+
+
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def cpu_model() -> str:
+    model, virtual = "", False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                name, _, value = line.partition(":")
+                if name.strip() == "model name" and not model:
+                    model = value.strip()
+                elif name.strip() == "flags":
+                    virtual = "hypervisor" in value.split()
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    cores = os.cpu_count()
+    return f"{model}, {cores} cores" + (" (virtual machine)" if virtual else "")
+
+
+def python_build() -> str:
+    configure = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    optimisations = [
+        name
+        for flag, name in (("--enable-optimizations", "PGO"), ("--with-lto", "LTO"))
+        if flag in configure
+    ]
+    built = (
+        f"built with {' and '.join(optimisations)}"
+        if optimisations
+        else "built without PGO or LTO"
+    )
+    return (
+        f"{platform.python_implementation()} {platform.python_version()},"
+        f" {built}, {platform.python_compiler()}"
+    )
+
+
+def package_versions() -> str:
+    shown = []
+    for distribution, name in (
+        ("redis", "redis-py"),
+        ("hiredis", "hiredis"),
+        ("flask", "Flask"),
+        ("werkzeug", "Werkzeug"),
+        ("flask-redis", "flask-redis"),
+        ("gunicorn", "gunicorn"),
+    ):
+        try:
+            shown.append(f"{name} {importlib.metadata.version(distribution)}")
+        except importlib.metadata.PackageNotFoundError:
+            shown.append(f"{name} not installed")
+    return ", ".join(shown)
+
+
+def server_version(server: RedisServer) -> str:
+    with server.client() as client:
+        info = client.info("server")
+    name = str(info.get("server_name") or "redis").capitalize()
+    return f"{name} {info.get('valkey_version') or info['redis_version']}"
+
+
+# -- Formatting
+
+
+def _ratio(spread: Spread) -> str:
+    return f"{spread.median:.3f} ({spread.low:.3f}–{spread.high:.3f})"
+
+
+def _number(spread: Spread, digits: int) -> str:
+    half_range = (spread.high - spread.low) / 2
+    return f"{spread.median:,.{digits}f} ± {half_range:,.{digits}f}"
+
+
+def _rounds(count: int) -> str:
+    return f"{count} interleaved round{'s' if count != 1 else ''}"
+
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = [f".. list-table:: {title}", "   :header-rows: 1", ""]
+    for row in [header, *rows]:
+        for index, cell in enumerate(row):
+            lines.append(f"   {'*' if index == 0 else ' '} - {cell}".rstrip())
+    return [*lines, ""]
+
+
+class Target(t.NamedTuple):
+    description: str
+    measured: str
+    met: bool
+
+
+# -- The sections
+
+
+def _dispatch(result: t.Any, targets: list[Target]) -> list[str]:
+    from .dispatch import TARGETS, VARIANTS
+
+    nanoseconds = result.nanoseconds
+    direct = nanoseconds["direct"].median
+    rows = []
+    for name, label in VARIANTS:
+        added = nanoseconds[name].median - direct
+        ratio = result.overhead_ratio.get(name)
+        rows.append(
+            [
+                label,
+                _number(nanoseconds[name], 0),
+                "" if name == "direct" else f"{added:,.0f}",
+                "1" if name == "flask_redis" else _ratio(ratio) if ratio else "",
+            ]
+        )
+    for name, limit in TARGETS.items():
+        ratio = result.overhead_ratio[name]
+        label = dict(VARIANTS)[name].removeprefix("Flask-And-Redis, ")
+        targets.append(
+            Target(
+                f"dispatch overhead, {label}: at most {limit} × flask-redis's",
+                _ratio(ratio),
+                ratio.median <= limit,
+            )
+        )
+    return [
+        "Dispatch, no network",
+        "~~~~~~~~~~~~~~~~~~~~",
+        "",
+        f"A client whose ``get`` does no I/O, so only finding the method is"
+        f" timed. Median of {_rounds(result.rounds)}, each the best of"
+        f" 3 batches of {result.calls:,} calls, with the timing loop's own cost"
+        " taken off; ± is half the interquartile range over the rounds. The"
+        " last column is what the call adds over a direct one, as a fraction"
+        " of what flask-redis adds, computed round by round (median and"
+        " quartiles).",
+        "",
+        *_table(
+            "Nanoseconds per ``get`` call",
+            ["Call", "ns per call", "ns added", "added ÷ flask-redis's"],
+            rows,
+        ),
+    ]
+
+
+def _round_trips(result: t.Any, targets: list[Target]) -> list[str]:
+    from .round_trips import CLIENTS, OPERATIONS, ROUND_TRIP_OPERATIONS, TARGET
+
+    transports = list(dict.fromkeys(key[0] for key in result.microseconds))
+    rows = []
+    for operation in ROUND_TRIP_OPERATIONS:
+        for transport in transports:
+            row = [OPERATIONS[operation][0], transport]
+            for name, _ in CLIENTS:
+                spread = result.microseconds[transport, operation, name]
+                cell = f"{spread.median:,.1f}"
+                if name != "raw":
+                    cell += f" (× {_ratio(result.ratio[transport, operation, name])})"
+                row.append(cell)
+            rows.append(row)
+            ratio = result.ratio[transport, operation, "extension"]
+            targets.append(
+                Target(
+                    f"{OPERATIONS[operation][0]} over {transport}: Flask-And-Redis"
+                    f" ÷ redis-py at most {TARGET}",
+                    _ratio(ratio),
+                    ratio.median <= TARGET,
+                )
+            )
+    return [
+        "Round trips",
+        "~~~~~~~~~~~",
+        "",
+        f"The same server over TCP loopback and a unix socket. Median of"
+        f" {_rounds(result.rounds)} of {result.calls:,} calls"
+        f" (a tenth as many pipelines), in µs per call; in brackets, the ratio"
+        " to redis-py computed round by round: median (quartiles).",
+        "",
+        *_table(
+            "Microseconds per call",
+            ["Operation", "Transport", *(label for _, label in CLIENTS)],
+            rows,
+        ),
+    ]
+
+
+def _app(result: t.Any, targets: list[Target]) -> list[str]:
+    from .app_load import ENDPOINTS, TARGET
+
+    cpu = result.cpu_us_per_request
+    rows = []
+    for name, (label, _) in ENDPOINTS.items():
+        row = [
+            label,
+            _number(result.requests_per_second[name], 0),
+            "1" if name == "raw" else _ratio(result.throughput_ratio[name]),
+            _number(result.p99_ms[name], 2),
+            "1" if name == "raw" else _ratio(result.p99_ratio[name]),
+        ]
+        if cpu:
+            row += [
+                _number(cpu[name], 0),
+                "1" if name == "raw" else _ratio(result.cpu_ratio[name]),
+            ]
+        rows.append(row)
+    ratio = result.throughput_ratio["extension"]
+    targets.append(
+        Target(
+            f"app throughput: Flask-And-Redis ÷ redis-py at least {TARGET}",
+            _ratio(ratio),
+            ratio.median >= TARGET,
+        )
+    )
+    header = ["Client", "requests/s", "÷ redis-py", "p99 ms", "÷ redis-py"]
+    if cpu:
+        header += ["worker CPU µs per request", "÷ redis-py"]
+    return [
+        "A Flask app under load",
+        "~~~~~~~~~~~~~~~~~~~~~~",
+        "",
+        "A view doing two Redis calls (``INCR``, then ``GET`` of 100 bytes),"
+        f" served by {result.server} over TCP loopback, driven by"
+        f" {result.generator} with {result.connections} connections for"
+        f" {result.seconds:g} s per endpoint and round, the endpoints"
+        f" interleaved; median of {_rounds(result.rounds)}, ± half the"
+        " interquartile range; ratios to redis-py computed round by round."
+        + (
+            " The worker's CPU time per request (from /proc) is what the"
+            " throughput would be limited by on a machine with no other work."
+            if cpu
+            else ""
+        ),
+        "",
+        *_table("Requests per second and 99th percentile latency", header, rows),
+    ]
+
+
+def _hiredis(result: t.Any) -> list[str]:
+    from .round_trips import HIREDIS_OPERATIONS, OPERATIONS
+
+    transports = list(dict.fromkeys(key[0] for key in result.microseconds))
+    rows = []
+    for operation in HIREDIS_OPERATIONS:
+        for transport in transports:
+            with_it = result.microseconds[transport, operation, True]
+            without = result.microseconds[transport, operation, False]
+            rows.append(
+                [
+                    OPERATIONS[operation][0],
+                    transport,
+                    f"{with_it.median:,.1f}",
+                    f"{without.median:,.1f}",
+                    f"{without.median - with_it.median:,.1f}",
+                    _ratio(result.slowdown[transport, operation]),
+                ]
+            )
+    return [
+        "hiredis",
+        "~~~~~~~",
+        "",
+        "redis-py with hiredis (reply parser and command packer:"
+        f" {result.parsers[True]}) and without it ({result.parsers[False]}, what"
+        " redis-py uses when hiredis is not installed): two raw clients on the"
+        " same server, taking turns call by call as in the round trips above;"
+        f" median of {_rounds(result.rounds)} of {result.calls:,} calls"
+        " (a tenth as many pipelines, half as many ``HGETALL``), in µs.",
+        "",
+        *_table(
+            "Microseconds per call with and without hiredis",
+            [
+                "Operation",
+                "Transport",
+                "hiredis",
+                "no hiredis",
+                "µs saved",
+                "no hiredis ÷ hiredis",
+            ],
+            rows,
+        ),
+    ]
+
+
+def render(
+    results: dict[str, t.Any],
+    command: str,
+    server_version: str,
+    load_before: float | None,
+    load_after: float | None,
+) -> tuple[str, bool]:
+    """The report, and whether every target was met."""
+    load = (
+        f"{load_before:.2f} before, {load_after:.2f} after"
+        if load_before is not None and load_after is not None
+        else "unknown"
+    )
+    lines = [
+        f":Command: ``{command}``",
+        f":CPU: {cpu_model()}",
+        f":System: {platform.system()} {platform.release()}",
+        f":Python: {python_build()}",
+        f":Packages: {package_versions()}",
+        f":Server: {server_version}, TCP on 127.0.0.1 and a unix socket",
+        f":Load average: {load}",
+        "",
+    ]
+    targets: list[Target] = []
+    if "dispatch" in results:
+        lines += _dispatch(results["dispatch"], targets)
+    if "round-trips" in results:
+        lines += _round_trips(results["round-trips"], targets)
+    if "app" in results:
+        lines += _app(results["app"], targets)
+    if "hiredis" in results:
+        lines += _hiredis(results["hiredis"])
+    if targets:
+        lines += [
+            "Targets",
+            "~~~~~~~",
+            "",
+            *_table(
+                "The targets, on medians",
+                ["Target", "Measured: median (quartiles)", "Result"],
+                [
+                    [
+                        target.description,
+                        target.measured,
+                        "met" if target.met else "MISSED",
+                    ]
+                    for target in targets
+                ],
+            ),
+        ]
+    return "\n".join(lines).rstrip() + "\n", all(target.met for target in targets)

@@ -1,0 +1,202 @@
+"""``python -m benchmarks``: run the benchmarks, print a reST report.
+
+Starts its own Redis server (TCP on 127.0.0.1 and a unix socket, with the
+test suite's helpers), runs the sections in one process -- the app section
+also runs gunicorn and a load generator -- and prints, on stdout, tables
+ready to paste into docs/performance.rst, with the machine they ran on and
+whether each target was met. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import report
+from servers import RedisServer, free_port
+
+SECTIONS = ("dispatch", "round-trips", "app", "hiredis")
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=(
+            "Measure Flask-And-Redis against raw redis-py and flask-redis, in"
+            " interleaved rounds, and print reST tables with the machine and"
+            " the targets."
+        ),
+    )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run (default: {','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=25,
+        help="rounds of the in-process sections (default: 25)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the calls per measurement by this (default: 1)",
+    )
+    parser.add_argument(
+        "--app-rounds",
+        type=int,
+        default=7,
+        help="rounds of the app section (default: 7)",
+    )
+    parser.add_argument(
+        "--app-seconds",
+        type=float,
+        default=3.0,
+        help="seconds of load per endpoint and round (default: 3)",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="concurrent connections of the load generator, and gunicorn"
+        " threads (default: 4)",
+    )
+    parser.add_argument(
+        "--max-requests",
+        type=int,
+        default=200_000,
+        help="most requests per run of the Python load generator",
+    )
+    parser.add_argument(
+        "--load-generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="wrk, a Python client, or wrk when installed (default: auto)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny counts, to check that everything runs (figures meaningless)",
+    )
+    parser.add_argument("--output", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit with status 1 if a target is missed",
+    )
+    arguments = parser.parse_args(argv)
+    arguments.sections = [name.strip() for name in arguments.sections.split(",")]
+    unknown = set(arguments.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    if arguments.smoke:
+        arguments.rounds = 2
+        arguments.scale = 0.005
+        arguments.app_rounds = 1
+        arguments.app_seconds = 0.3
+        arguments.max_requests = 200
+    return arguments
+
+
+def progress(message: str) -> None:
+    print(f"[benchmarks {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr)
+
+
+def check_requirements(sections: list[str]) -> None:
+    needed = ["flask_redis"] + (["gunicorn"] if "app" in sections else [])
+    if "hiredis" in sections:
+        needed.append("hiredis")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        packages = " ".join(name.replace("_", "-") for name in missing)
+        raise SystemExit(
+            f"The benchmarks need {packages}: pip install {packages}"
+            " (or pip install -e '.[benchmark]'), or leave out the sections"
+            " that need them with --sections."
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    check_requirements(arguments.sections)
+    command = shlex.join(["python", "-m", "benchmarks", *(argv or sys.argv[1:])])
+    machine_before = report.load_average()
+
+    def scaled(calls: int) -> int:
+        return max(1, round(calls * arguments.scale))
+
+    socket_dir = tempfile.mkdtemp(prefix="flask-and-redis-benchmark-")
+    results: dict[str, object] = {}
+    try:
+        server = RedisServer(
+            port=free_port(), unix_socket=os.path.join(socket_dir, "redis.sock")
+        )
+        with server:
+            from .round_trips import Transport
+
+            transports = [
+                Transport("TCP", f"redis://{server.host}:{server.port}/0"),
+                Transport("unix socket", f"unix://{server.unix_socket}?db=0"),
+            ]
+            server_version = report.server_version(server)
+            if "dispatch" in arguments.sections:
+                from . import dispatch
+
+                calls = scaled(100_000)
+                progress(f"dispatch: {arguments.rounds} rounds of 3 x {calls} calls")
+                results["dispatch"] = dispatch.run(arguments.rounds, calls)
+            if "round-trips" in arguments.sections:
+                from . import round_trips
+
+                calls = scaled(300)
+                progress(f"round trips: {arguments.rounds} rounds of {calls} calls")
+                results["round-trips"] = round_trips.run_round_trips(
+                    transports, arguments.rounds, calls
+                )
+            if "hiredis" in arguments.sections:
+                from . import round_trips
+
+                calls = scaled(300)
+                progress(f"hiredis: {arguments.rounds} rounds of {calls} calls")
+                results["hiredis"] = round_trips.run_hiredis(
+                    transports, arguments.rounds, calls
+                )
+            if "app" in arguments.sections:
+                from . import app_load
+
+                progress(
+                    f"app: {arguments.app_rounds} rounds of"
+                    f" {arguments.app_seconds:g} s per endpoint"
+                )
+                results["app"] = app_load.run(
+                    transports[0].url,
+                    rounds=arguments.app_rounds,
+                    seconds=arguments.app_seconds,
+                    connections=arguments.connections,
+                    max_requests=arguments.max_requests,
+                    generator=arguments.load_generator,
+                    warm_up=not arguments.smoke,
+                )
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    text, all_met = report.render(
+        results,
+        command=command,
+        server_version=server_version,
+        load_before=machine_before,
+        load_after=report.load_average(),
+    )
+    print(text)
+    if arguments.output is not None:
+        arguments.output.write_text(text + "\n")
+        progress(f"report written to {arguments.output}")
+    return 1 if arguments.check and not all_met else 0
