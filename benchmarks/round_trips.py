@@ -1,9 +1,9 @@
 """Round trips to a real server: raw redis-py, the extension, flask-redis;
 and redis-py with hiredis and without it.
 
-Each client talks to the same server over TCP loopback and over a unix
-socket: ``GET`` and ``SET`` of a 100-byte value, and a pipeline of 100
-``GET`` commands.
+One redis-py client, called directly, through Flask-And-Redis and through
+flask-redis, talks to one server over TCP loopback and over a unix socket:
+``GET`` and ``SET`` of a 100-byte value, and a pipeline of 100 ``GET``.
 """
 
 from __future__ import annotations
@@ -133,6 +133,23 @@ def _flatten(results: dict[str, list[dict[str, float]]]) -> Rounds:
     return flat
 
 
+def flask_redis_on(app: Flask, client: redis.Redis) -> FlaskRedis:
+    """flask-redis on *app*, proxying *client* itself.
+
+    All three variants then drive the same client and connection, so they
+    differ only in how a call reaches the client. flask-redis builds its
+    client with ``provider.from_url(…)``; this provider hands out *client*.
+    """
+
+    class SameClient:
+        @staticmethod
+        def from_url(url: str, **kwargs: object) -> redis.Redis:
+            return client
+
+    # Its own prefix: flask-redis would replace app.extensions["redis"].
+    return FlaskRedis.from_custom_provider(SameClient, app, config_prefix="FLASK_REDIS")
+
+
 def _seed(client: redis.Redis) -> None:
     client.set(KEY, VALUE)
     client.delete(HASH_KEY)
@@ -144,19 +161,17 @@ def run_round_trips(
 ) -> RoundTripResult:
     apps = []
     measures: dict[str, t.Callable[[], dict[str, float]]] = {}
-    raw_clients = []
     for transport in transports:
         app = Flask(f"round_trips_{len(apps)}")
         app.config["REDIS_URL"] = transport.url
-        app.config["FLASK_REDIS_URL"] = transport.url
+        apps.append(app)
         extension = Redis(app)
-        # The raw client is built with the very arguments the extension used.
-        raw = redis.Redis(**extension.settings_for(app).kwargs)
-        flask_redis = FlaskRedis(app, config_prefix="FLASK_REDIS")
-        _seed(raw)
-        apps.append((app, flask_redis))
-        raw_clients.append(raw)
-        clients = {"raw": raw, "extension": extension, "flask_redis": flask_redis}
+        clients = {
+            "raw": extension.connection,
+            "extension": extension,
+            "flask_redis": flask_redis_on(app, extension.connection),
+        }
+        _seed(extension.connection)
         # Every variant runs in the app context, as in a view; flask-redis and
         # the raw client do not look at it.
         measures.update(
@@ -167,11 +182,8 @@ def run_round_trips(
     try:
         results = _flatten(interleave(measures, rounds))
     finally:
-        for app, flask_redis in apps:
+        for app in apps:
             app.extensions["redis"]["REDIS"].close()
-            flask_redis._redis_client.close()
-        for raw in raw_clients:
-            raw.close()
     microseconds = {}
     ratios = {}
     for transport in transports:

@@ -54,14 +54,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--app-rounds",
         type=int,
-        default=7,
-        help="rounds of the app section (default: 7)",
+        default=15,
+        help="rounds of the app section (default: 15)",
     )
     parser.add_argument(
         "--app-seconds",
         type=float,
-        default=3.0,
-        help="seconds of load per endpoint and round (default: 3)",
+        default=1.0,
+        help="seconds of load per endpoint and round (default: 1)",
     )
     parser.add_argument(
         "--connections",

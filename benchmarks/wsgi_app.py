@@ -1,9 +1,10 @@
 """The Flask app ``python -m benchmarks`` serves with gunicorn.
 
 One view, two Redis calls (``INCR`` a counter, ``GET`` a 100-byte value),
-written three times: on a raw redis-py client, through Flask-And-Redis and
-through flask-redis. Served by one gunicorn worker, so the three share the
-process, the threads and the server.
+written three times: on a redis-py client directly, through Flask-And-Redis
+and through flask-redis -- the same client each time, so the views differ
+only in how a call reaches it. Served by one gunicorn worker, so the three
+share the process, the threads and the server.
 
 ``BENCHMARK_REDIS_URL`` is the server to use.
 """
@@ -12,24 +13,21 @@ from __future__ import annotations
 
 import os
 
-import redis
 from flask import Flask
-from flask_redis import FlaskRedis
 
 from flask_and_redis import Redis
+
+from .round_trips import flask_redis_on
 
 COUNTER = "benchmark:hits"
 KEY = "benchmark:value"
 
 app = Flask(__name__)
 app.config["REDIS_URL"] = os.environ["BENCHMARK_REDIS_URL"]
-app.config["FLASK_REDIS_URL"] = os.environ["BENCHMARK_REDIS_URL"]
 
 extension = Redis(app)
-# Built with the very arguments the extension used.
-raw = redis.Redis(**extension.settings_for(app).kwargs)
-# Its own prefix: flask-redis would replace app.extensions["redis"].
-flask_redis = FlaskRedis(app, config_prefix="FLASK_REDIS")
+raw = extension.connection
+flask_redis = flask_redis_on(app, raw)
 raw.set(KEY, b"v" * 100)
 
 
