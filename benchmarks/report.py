@@ -347,4 +347,4 @@ def render(
                 ],
             ),
         ]
-    return "\n".join(lines).rstrip() + "\n", all(target.met for target in targets)
+    return "\n".join(lines).rstrip(), all(target.met for target in targets)

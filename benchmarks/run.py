@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     def scaled(calls: int) -> int:
         return max(1, round(calls * arguments.scale))
 
+    # The sections import flask-redis: only now that it is known to be there.
+    from . import app_load, dispatch, round_trips
+
     socket_dir = tempfile.mkdtemp(prefix="flask-and-redis-benchmark-")
     results: dict[str, object] = {}
     try:
@@ -141,38 +144,30 @@ def main(argv: list[str] | None = None) -> int:
             port=free_port(), unix_socket=os.path.join(socket_dir, "redis.sock")
         )
         with server:
-            from .round_trips import Transport
-
             transports = [
-                Transport("TCP", f"redis://{server.host}:{server.port}/0"),
-                Transport("unix socket", f"unix://{server.unix_socket}?db=0"),
+                round_trips.Transport("TCP", f"redis://{server.host}:{server.port}/0"),
+                round_trips.Transport(
+                    "unix socket", f"unix://{server.unix_socket}?db=0"
+                ),
             ]
             server_version = report.server_version(server)
             if "dispatch" in arguments.sections:
-                from . import dispatch
-
                 calls = scaled(100_000)
                 progress(f"dispatch: {arguments.rounds} rounds of 3 x {calls} calls")
                 results["dispatch"] = dispatch.run(arguments.rounds, calls)
             if "round-trips" in arguments.sections:
-                from . import round_trips
-
                 calls = scaled(300)
                 progress(f"round trips: {arguments.rounds} rounds of {calls} calls")
                 results["round-trips"] = round_trips.run_round_trips(
                     transports, arguments.rounds, calls
                 )
             if "hiredis" in arguments.sections:
-                from . import round_trips
-
                 calls = scaled(300)
                 progress(f"hiredis: {arguments.rounds} rounds of {calls} calls")
                 results["hiredis"] = round_trips.run_hiredis(
                     transports, arguments.rounds, calls
                 )
             if "app" in arguments.sections:
-                from . import app_load
-
                 progress(
                     f"app: {arguments.app_rounds} rounds of"
                     f" {arguments.app_seconds:g} s per endpoint"

@@ -38,11 +38,6 @@ class Spread:
         low, median, high = statistics.quantiles(values, n=4, method="inclusive")
         return cls(median, low, high)
 
-    @property
-    def relative_width(self) -> float:
-        """Half the interquartile range, as a fraction of the median."""
-        return (self.high - self.low) / 2 / self.median if self.median else 0.0
-
 
 Rounds = dict[str, list[float]]
 
