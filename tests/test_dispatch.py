@@ -14,10 +14,11 @@ import pytest
 import redis as redis_py
 import redis.asyncio as redis_asyncio
 from flask import Flask
+from redis.cluster import RedisCluster
 
 from flask_and_redis import Redis
 
-from servers import RedisServer
+from servers import RedisServer, ServerCluster
 
 MakeApp = Callable[..., Flask]
 
@@ -116,6 +117,26 @@ def test_instance_attributes_of_asyncio_clients_are_reachable(
 
     marker, client_id = asyncio.run(markers())
     assert marker == client_id
+
+
+class MarkedCluster(RedisCluster):
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.marker_of_the_cluster_client = id(self)
+
+
+def test_instance_attributes_of_a_cluster_client_are_reachable(
+    make_app: MakeApp, redis_cluster: ServerCluster
+) -> None:
+    app = make_app(
+        REDIS_CLASS=f"{__name__}.MarkedCluster",
+        REDIS_CLUSTER_NODES=redis_cluster.node_addresses,
+    )
+    redis = Redis(app)
+
+    with app.app_context():
+        assert redis.ping() is True  # builds the cluster client
+        assert redis.marker_of_the_cluster_client == id(redis.connection)
 
 
 def test_the_extension_keeps_the_fast_attribute_lookup() -> None:
