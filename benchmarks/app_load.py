@@ -68,7 +68,8 @@ class AppLoadResult:
 
 
 def run(
-    redis_url: str,
+    host: str,
+    port: int,
     rounds: int,
     seconds: float,
     connections: int,
@@ -79,7 +80,7 @@ def run(
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
     threads = connections
-    with Gunicorn(redis_url, threads=threads) as server:
+    with Gunicorn(host, port, threads=threads) as server:
         for _, path in ENDPOINTS.values():
             server.check(path)
 
@@ -155,11 +156,12 @@ def run(
 class Gunicorn:
     """gunicorn serving ``benchmarks.wsgi_app:app`` on a free loopback port."""
 
-    def __init__(self, redis_url: str, threads: int) -> None:
+    def __init__(self, host: str, port: int, threads: int) -> None:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="benchmark-gunicorn-")
         environment = dict(os.environ)
-        environment["BENCHMARK_REDIS_URL"] = redis_url
+        environment["BENCHMARK_REDIS_HOST"] = host
+        environment["BENCHMARK_REDIS_PORT"] = str(port)
         # The checkout's flask_and_redis, not an installed one.
         environment["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(ROOT), environment.get("PYTHONPATH")])

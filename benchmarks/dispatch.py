@@ -3,7 +3,7 @@
 The client's ``get`` does no I/O, so all that is timed is finding the method:
 on the client directly, through Flask-And-Redis (one app, outside and inside
 an app context; one instance on two apps), through flask-redis's
-``__getattr__`` proxy (given the same client), and through
+``__getattr__`` proxy, and through
 ``current_app.extensions[…]``.
 """
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import redis
 from flask import Flask, current_app
+from flask_redis import FlaskRedis
 
 from flask_and_redis import Redis
 
-from .round_trips import flask_redis_on
 from .timing import Rounds, Spread, call_timer, interleave, per_round
 
 KEY = "key"
@@ -64,7 +64,10 @@ def run(rounds: int, calls: int) -> DispatchResult:
     on_two_apps.init_app(first)
     on_two_apps.init_app(second)
     client = extension.connection
-    flask_redis = flask_redis_on(one_app, client)
+    # Its own prefix: flask-redis would replace app.extensions["redis"].
+    flask_redis = FlaskRedis.from_custom_provider(
+        NoNetworkRedis, one_app, config_prefix="FLASK_REDIS"
+    )
     namespace: dict[str, object] = {
         "KEY": KEY,
         "client": client,
@@ -100,6 +103,7 @@ def run(rounds: int, calls: int) -> DispatchResult:
         for app in (one_app, first, second):
             for registered in app.extensions["redis"].values():
                 registered.close()
+        flask_redis._redis_client.close()
     return summarize(results, rounds, calls)
 
 

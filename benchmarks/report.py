@@ -188,10 +188,16 @@ def _round_trips(result: t.Any, targets: list[Target]) -> list[str]:
         "Round trips",
         "~~~~~~~~~~~",
         "",
-        f"The same server over TCP loopback and a unix socket. Median of"
-        f" {_rounds(result.rounds)} of {result.calls:,} calls"
-        f" (a tenth as many pipelines), in µs per call; in brackets, the ratio"
-        " to redis-py computed round by round: median (quartiles).",
+        "One server, over TCP loopback and over a unix socket; the clients:"
+        " redis-py as one would use it without an extension"
+        " (``redis.Redis(host=…, port=…)``), the extension's own client called"
+        " directly (``redis.connection``), the extension, and flask-redis with"
+        " the client it builds. In each of"
+        f" {_rounds(result.rounds)} they take turns call by call,"
+        f" {result.calls:,} calls each (a tenth as many pipelines), and each"
+        " one's median latency is kept. The table shows the median over the"
+        " rounds in µs and, in brackets, the ratio to redis-py computed round"
+        " by round: median (quartiles).",
         "",
         *_table(
             "Microseconds per call",

@@ -1,9 +1,11 @@
 """Round trips to a real server: raw redis-py, the extension, flask-redis;
 and redis-py with hiredis and without it.
 
-One redis-py client, called directly, through Flask-And-Redis and through
-flask-redis, talks to one server over TCP loopback and over a unix socket:
-``GET`` and ``SET`` of a 100-byte value, and a pipeline of 100 ``GET``.
+Over TCP loopback and over a unix socket, to one server: ``GET`` and ``SET``
+of a 100-byte value, and a pipeline of 100 ``GET``. The clients are redis-py
+as one would use it without an extension (``redis.Redis(host=…, port=…)``),
+the extension's own client called directly (``redis.connection``), the
+extension, and flask-redis with the client it builds itself.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ HIREDIS_OPERATIONS = ("get", "set", "pipeline", "hgetall")
 
 CLIENTS = [
     ("raw", "redis-py"),
+    ("connection", "``redis.connection``"),
     ("extension", "Flask-And-Redis"),
     ("flask_redis", "flask-redis 0.4"),
 ]
@@ -74,6 +77,12 @@ TARGET = 1.01
 class Transport:
     name: str  # "TCP" or "unix socket"
     url: str
+    #: ``redis.Redis`` keywords for the same address: host and port, or path.
+    address: dict[str, t.Any]
+
+    def plain_client(self) -> redis.Redis:
+        """redis-py as one would use it without an extension."""
+        return redis.Redis(**self.address)
 
 
 @dataclass(frozen=True)
@@ -133,23 +142,6 @@ def _flatten(results: dict[str, list[dict[str, float]]]) -> Rounds:
     return flat
 
 
-def flask_redis_on(app: Flask, client: redis.Redis) -> FlaskRedis:
-    """flask-redis on *app*, proxying *client* itself.
-
-    All three variants then drive the same client and connection, so they
-    differ only in how a call reaches the client. flask-redis builds its
-    client with ``provider.from_url(…)``; this provider hands out *client*.
-    """
-
-    class SameClient:
-        @staticmethod
-        def from_url(url: str, **kwargs: object) -> redis.Redis:
-            return client
-
-    # Its own prefix: flask-redis would replace app.extensions["redis"].
-    return FlaskRedis.from_custom_provider(SameClient, app, config_prefix="FLASK_REDIS")
-
-
 def _seed(client: redis.Redis) -> None:
     client.set(KEY, VALUE)
     client.delete(HASH_KEY)
@@ -160,20 +152,26 @@ def run_round_trips(
     transports: list[Transport], rounds: int, calls: int
 ) -> RoundTripResult:
     apps = []
+    closing: list[t.Any] = []
     measures: dict[str, t.Callable[[], dict[str, float]]] = {}
     for transport in transports:
         app = Flask(f"round_trips_{len(apps)}")
         app.config["REDIS_URL"] = transport.url
+        app.config["FLASK_REDIS_URL"] = transport.url
         apps.append(app)
         extension = Redis(app)
+        # Its own prefix: flask-redis would replace app.extensions["redis"].
+        flask_redis = FlaskRedis(app, config_prefix="FLASK_REDIS")
         clients = {
-            "raw": extension.connection,
+            "raw": transport.plain_client(),
+            "connection": extension.connection,
             "extension": extension,
-            "flask_redis": flask_redis_on(app, extension.connection),
+            "flask_redis": flask_redis,
         }
-        _seed(extension.connection)
-        # Every variant runs in the app context, as in a view; flask-redis and
-        # the raw client do not look at it.
+        closing += [clients["raw"], extension.connection, flask_redis._redis_client]
+        _seed(clients["raw"])
+        # Every variant runs in the app context, as in a view; only the
+        # extension looks at it.
         measures.update(
             _measures(
                 clients, ROUND_TRIP_OPERATIONS, calls, transport.name, app.app_context
@@ -182,8 +180,8 @@ def run_round_trips(
     try:
         results = _flatten(interleave(measures, rounds))
     finally:
-        for app in apps:
-            app.extensions["redis"]["REDIS"].close()
+        for client in closing:
+            client.close()
     microseconds = {}
     ratios = {}
     for transport in transports:

@@ -145,9 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         with server:
             transports = [
-                round_trips.Transport("TCP", f"redis://{server.host}:{server.port}/0"),
                 round_trips.Transport(
-                    "unix socket", f"unix://{server.unix_socket}?db=0"
+                    "TCP",
+                    f"redis://{server.host}:{server.port}/0",
+                    {"host": server.host, "port": server.port},
+                ),
+                round_trips.Transport(
+                    "unix socket",
+                    f"unix://{server.unix_socket}?db=0",
+                    {"unix_socket_path": server.unix_socket},
                 ),
             ]
             server_version = report.server_version(server)
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                     f" {arguments.app_seconds:g} s per endpoint"
                 )
                 results["app"] = app_load.run(
-                    transports[0].url,
+                    server.host,
+                    server.port,
                     rounds=arguments.app_rounds,
                     seconds=arguments.app_seconds,
                     connections=arguments.connections,

@@ -1,33 +1,36 @@
 """The Flask app ``python -m benchmarks`` serves with gunicorn.
 
 One view, two Redis calls (``INCR`` a counter, ``GET`` a 100-byte value),
-written three times: on a redis-py client directly, through Flask-And-Redis
-and through flask-redis -- the same client each time, so the views differ
-only in how a call reaches it. Served by one gunicorn worker, so the three
-share the process, the threads and the server.
+written three times: on redis-py as one would use it without an extension,
+through Flask-And-Redis and through flask-redis. Served by one gunicorn
+worker, so the three share the process, the threads and the server.
 
-``BENCHMARK_REDIS_URL`` is the server to use.
+``BENCHMARK_REDIS_HOST`` and ``BENCHMARK_REDIS_PORT`` are the server to use.
 """
 
 from __future__ import annotations
 
 import os
 
+import redis
 from flask import Flask
+from flask_redis import FlaskRedis
 
 from flask_and_redis import Redis
-
-from .round_trips import flask_redis_on
 
 COUNTER = "benchmark:hits"
 KEY = "benchmark:value"
 
-app = Flask(__name__)
-app.config["REDIS_URL"] = os.environ["BENCHMARK_REDIS_URL"]
+HOST = os.environ["BENCHMARK_REDIS_HOST"]
+PORT = int(os.environ["BENCHMARK_REDIS_PORT"])
 
+app = Flask(__name__)
+app.config["REDIS_URL"] = app.config["FLASK_REDIS_URL"] = f"redis://{HOST}:{PORT}/0"
+
+raw = redis.Redis(host=HOST, port=PORT)
 extension = Redis(app)
-raw = extension.connection
-flask_redis = flask_redis_on(app, raw)
+# Its own prefix: flask-redis would replace app.extensions["redis"].
+flask_redis = FlaskRedis(app, config_prefix="FLASK_REDIS")
 raw.set(KEY, b"v" * 100)
 
 
