@@ -152,11 +152,13 @@ def configured_sources(result: ClientSettings) -> dict[str, str]:
 
 
 def retry_summary(retry: Retry | None) -> tuple[Any, ...] | None:
-    """What a Retry does: its backoff class, retry count and retried errors."""
+    """What a Retry does: its backoff class (inside the fail-fast one of the
+    extension's default policy), retry count and retried errors."""
     if retry is None:
         return None
     retries = retry.get_retries() if hasattr(retry, "get_retries") else retry._retries
-    return (type(retry._backoff), retries, retry._supported_errors)
+    backoff = getattr(retry._backoff, "backoff", retry._backoff)
+    return (type(backoff), retries, retry._supported_errors)
 
 
 def comparable(client: Any) -> tuple[Any, ...]:
