@@ -1830,6 +1830,13 @@ def _fail_fast_retry_class() -> type[t.Any]:
                 raise error
             return self.backoff.compute(failures)
 
+        # Equal as redis-py's backoffs are, so that equal policies stay equal.
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, FailFastBackoff) and self.backoff == other.backoff
+
+        def __hash__(self) -> int:
+            return hash((FailFastBackoff, self.backoff))
+
     class FailFastRetry(Retry):
         """redis-py's :class:`~redis.retry.Retry` that does not retry a refused
         password or an untrusted server certificate.
