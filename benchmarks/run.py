@@ -42,8 +42,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=25,
-        help="rounds of the in-process sections (default: 25)",
+        default=40,
+        help="rounds of the in-process sections (default: 40)",
     )
     parser.add_argument(
         "--scale",
@@ -54,14 +54,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--app-rounds",
         type=int,
-        default=15,
-        help="rounds of the app section (default: 15)",
+        default=20,
+        help="rounds of the app section (default: 20)",
     )
     parser.add_argument(
         "--app-seconds",
         type=float,
-        default=1.0,
-        help="seconds of load per endpoint and round (default: 1)",
+        default=2.0,
+        help="seconds of load per endpoint and round (default: 2)",
     )
     parser.add_argument(
         "--connections",
