@@ -32,6 +32,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import ipaddress
 import logging
 import os
 import pkgutil
@@ -283,9 +284,20 @@ def _optional(coerce: Callable[[object], object]) -> Callable[[object], object]:
 
 def _host(value: object) -> str:
     host = _text(value).strip()
-    if not host or any(char.isspace() for char in host):
+    # Credentials or a URL here would end up in ClientSettings.url, shown in
+    # reprs, logs and the CLI; ":" only as in an IPv6 address.
+    if not host or any(char.isspace() or char in "@/" for char in host):
         raise ValueError(value)
+    if ":" in host:
+        ipaddress.IPv6Address(host)  # raises ValueError
     return host
+
+
+def _socket_file(value: object) -> str:
+    path = _text(value).strip()
+    if not path:
+        raise ValueError(value)
+    return path
 
 
 def _existing_file(value: object) -> str:
@@ -346,7 +358,11 @@ _FILE = _Kind("the path of an existing file", _or_none(_existing_file))
 # What each well-known client keyword accepts. Keywords not listed here are
 # read by the type of their default in the client class's signature.
 _KINDS: dict[str, _Kind] = {
-    "host": _Kind("a host name or address, or a unix socket path", _host),
+    "host": _Kind(
+        "a host name or address, or a unix socket path; a URL or credentials"
+        " go in the _URL key",
+        _host,
+    ),
     "port": _Kind(
         "an integer port from 1 to 65535",
         _checked(_to_int, lambda port: 0 < port < 65536),
@@ -356,7 +372,7 @@ _KINDS: dict[str, _Kind] = {
     ),
     "username": _TEXT,
     "password": _TEXT,
-    "unix_socket_path": _Kind("the path of a unix socket", _host),
+    "unix_socket_path": _Kind("the path of a unix socket", _socket_file),
     "socket_timeout": _SECONDS,
     "socket_connect_timeout": _SECONDS,
     "socket_keepalive": _BOOL,
@@ -445,24 +461,47 @@ def resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
     :param key: the config key it came from, for the error message.
     :raise ConfigurationError: the path does not import or does not name a class.
     """
+    if value == DEFAULT_CLIENT_CLASS:
+        return _default_client_class()
+    return _resolve_class(
+        value,
+        key,
+        "a client class or its dotted path, such as 'redis.Redis' or"
+        " 'redis.asyncio.Redis'",
+    )
+
+
+def _resolve_class(
+    value: object,
+    key: str,
+    expected: str,
+    is_wanted: Callable[[type], bool] = lambda resolved: True,
+) -> type:
+    """The class *value* names: a class, or its dotted path.
+
+    :param value: the configured value.
+    :param key: the config key, for the error message.
+    :param expected: what is accepted, for the error message.
+    :param is_wanted: whether a class is of the kind the key takes.
+    :raise ConfigurationError: not importable, or not a wanted class.
+    """
     resolved = value
     if isinstance(value, str):
-        if value == DEFAULT_CLIENT_CLASS:
-            return _default_client_class()
         try:
             resolved = pkgutil.resolve_name(value)
         except (ImportError, AttributeError, ValueError) as error:
+            # The reason may quote the value: show it as the value is shown.
+            reason = mask_url(str(error).replace(value, mask_url(value)))
             raise ConfigurationError(
                 key,
-                f"{_show(key, value)} cannot be imported ({error}); expected a"
-                " client class or its dotted path, such as 'redis.Redis' or"
-                " 'redis.asyncio.Redis'.",
+                f"{_show(key, value)} cannot be imported ({reason}); expected"
+                f" {expected}.",
             ) from None
-    if not isinstance(resolved, type):
+    if not isinstance(resolved, type) or not is_wanted(resolved):
         raise ConfigurationError(
             key,
-            f"{_show(key, value)} is not a class; expected a client class or its"
-            " dotted path, such as 'redis.Redis' or 'redis.asyncio.Redis'.",
+            f"{_show(key, value)} is not {expected.partition(' or ')[0]};"
+            f" expected {expected}.",
         )
     return resolved
 
@@ -1017,7 +1056,11 @@ def client_settings_from_config(
     for name, value in (mapping or {}).items():
         place = f"{key('OPTIONS')}[{name!r}]"
         if not isinstance(name, str):
-            raise ConfigurationError(place, "keys of the options must be strings.")
+            raise ConfigurationError(
+                place,
+                f"the key {name!r} is not a string; expected the names of"
+                " keyword arguments, such as 'socket_timeout'.",
+            )
         add(options, name, value, place, _show(name, value))
 
     keys = _Layer("keys")
@@ -1179,19 +1222,24 @@ def _socket_path(value: str, key: str) -> str:
 def _check_spelling(config: Mapping[str, t.Any], prefix: str, names: set[str]) -> None:
     """Refuse a key of the prefix that is a near miss of one it reads: a
     misspelt REDIS_SOCKET_TIMOUT would otherwise be ignored without a word."""
-    known = {f"{prefix}_{name}" for name in (*names, *_OWN_KEYS, *_SENTINEL_KEYS)}
+    suffixes = {*names, *_OWN_KEYS, *_SENTINEL_KEYS}
+    known = {f"{prefix}_{suffix}" for suffix in suffixes}
     for config_key in config:
         if (
-            isinstance(config_key, str)
-            and config_key.startswith(f"{prefix}_")
-            and config_key not in known
+            not isinstance(config_key, str)
+            or not config_key.startswith(f"{prefix}_")
+            or config_key in known
         ):
-            hint = difflib.get_close_matches(config_key, known, n=1, cutoff=0.85)
-            if hint:
-                raise ConfigurationError(
-                    config_key,
-                    f"this key is not read by Flask-And-Redis; did you mean {hint[0]}?",
-                )
+            continue
+        rest = config_key[len(prefix) + 1 :]
+        if any(rest.endswith(f"_{suffix}") for suffix in suffixes):
+            continue  # a key of another prefix: REDIS_CACHE_URL for REDIS_CACHE
+        hint = difflib.get_close_matches(config_key, known, n=1, cutoff=0.85)
+        if hint:
+            raise ConfigurationError(
+                config_key,
+                f"this key is not read by Flask-And-Redis; did you mean {hint[0]}?",
+            )
 
 
 def _source(place: str) -> str:
@@ -1331,8 +1379,7 @@ def _check_connects_lazily(
 # -- Configuration: the connection pool -------------------------------------------
 
 _POOL_CLASS_EXPECTED = (
-    "expected a connection pool class or its dotted path, such as"
-    " 'redis.BlockingConnectionPool'"
+    "a connection pool class or its dotted path, such as 'redis.BlockingConnectionPool'"
 )
 
 
@@ -1369,23 +1416,12 @@ def connection_pool_from_config(
                 " too, or remove it.",
             )
         return None, {}
-    if isinstance(value, str):
-        try:
-            value = pkgutil.resolve_name(value)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ConfigurationError(
-                class_key,
-                f"{_show(class_key, value)} cannot be imported ({error});"
-                f" {_POOL_CLASS_EXPECTED}.",
-            ) from None
-    if not isinstance(value, type) or not callable(
-        getattr(value, "get_connection", None)
-    ):
-        raise ConfigurationError(
-            class_key,
-            f"{_show(class_key, value)} is not a connection pool class;"
-            f" {_POOL_CLASS_EXPECTED}.",
-        )
+    value = _resolve_class(
+        value,
+        class_key,
+        _POOL_CLASS_EXPECTED,
+        lambda resolved: callable(getattr(resolved, "get_connection", None)),
+    )
     class_name = _class_name(client_class)
     if accepted is not None and "connection_pool" not in accepted:
         raise ConfigurationError(
@@ -1445,7 +1481,7 @@ def _mismatched_pool(
     return ConfigurationError(
         key,
         f"{_class_name(pool_class)} is not a kind of {_class_name(base)}, the"
-        f" pool of {_class_name(client_class)}; {_POOL_CLASS_EXPECTED} (or"
+        f" pool of {_class_name(client_class)}; expected {_POOL_CLASS_EXPECTED} (or"
         " 'redis.asyncio.BlockingConnectionPool' for redis.asyncio.Redis).",
     )
 
@@ -1473,7 +1509,7 @@ def _client_class_and_topology(
     class_key = f"{prefix}_CLASS"
     client_class = provider
     if provider is not None:
-        class_key = f"The custom provider {_class_name(provider)}"
+        class_key = "the provider of Redis.from_custom_provider()"
     elif config.get(class_key) is not None:
         client_class = resolve_client_class(config[class_key], class_key)
     topology, place = _topology(config, prefix, parsed, client_class, class_key)
@@ -1712,7 +1748,11 @@ def _sentinel_kwargs(
     for name, value in (options or {}).items():
         place = f"{options_key}[{name!r}]"
         if not isinstance(name, str):
-            raise ConfigurationError(place, "keys of the options must be strings.")
+            raise ConfigurationError(
+                place,
+                f"the key {name!r} is not a string; expected the names of"
+                " keyword arguments, such as 'socket_timeout'.",
+            )
         sentinel_kwargs[name] = _keyword_value(
             name, value, place, _show(name, value), accepted, class_name
         )

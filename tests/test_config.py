@@ -1696,7 +1696,7 @@ BAD = [
         {"REDIS_OPTIONS": {1: 5}},
         "REDIS_OPTIONS[1]",
         "REDIS_OPTIONS[1]",
-        "must be strings",
+        "expected the names of keyword arguments",
         id="options-non-string-key",
     ),
     pytest.param(
@@ -2345,3 +2345,45 @@ def test_tls_checks_the_host_name_unless_told_not_to() -> None:
     assert off.kwargs["ssl_check_hostname"] is False
     assert off.sources["ssl_check_hostname"] == "REDIS_SSL_CHECK_HOSTNAME"
     assert "ssl_check_hostname" not in settings({}).kwargs
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "REDIS_2_URL",
+        "REDIS_RO_HOST",
+        "REDIS_B_DB",
+        "REDIS_CACHE_DB",
+        "REDIS_SESSION_PASSWORD",
+        "REDIS_LOCK_PASSWORD",
+    ],
+)
+def test_keys_of_a_longer_prefix_are_not_misspellings(key: str) -> None:
+    # REDIS_2_URL is the URL of the prefix REDIS_2, not a typo of REDIS_URL.
+    assert configured(settings({key: "1"})) == {}
+
+
+def test_an_unimportable_class_path_does_not_show_its_password() -> None:
+    for key in ("REDIS_CLASS", "REDIS_CONNECTION_POOL_CLASS"):
+        with pytest.raises(ConfigurationError) as info:
+            settings({key: f"redis://user:{PW}@example.com:6379/0"})
+        assert info.value.key == key
+        assert "cannot be imported" in str(info.value)
+        assert PW not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [f"user:{PW}@example.com", "example.com/0", "redis://example.com", "host:6379"],
+)
+def test_a_host_is_a_name_or_an_address(host: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        settings({"REDIS_HOST": host})
+    assert info.value.key == "REDIS_HOST"
+    assert "go in the _URL key" in str(info.value)
+    assert PW not in str(info.value)
+
+
+@pytest.mark.parametrize("host", ["::1", "fe80::1", "127.0.0.1", "redis.internal"])
+def test_names_and_addresses_are_hosts(host: str) -> None:
+    assert settings({"REDIS_HOST": host}).kwargs["host"] == host
