@@ -2432,6 +2432,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         "__weakref__",
         "_bindings",
         "_last",
+        "_lock",
         "client_kwargs",
         "config_prefix",
         "provider",
@@ -2459,6 +2460,9 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             _NO_APP,
             t.cast(_Binding, None),
         )
+        # Serialises registering and resolving an app off the hot path, so a
+        # lookup that began before an init_app cannot cache its stale answer.
+        self._lock = threading.Lock()
         if app is not None:
             self.init_app(app)
 
@@ -2533,10 +2537,9 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             defaults={**self.client_kwargs, **_without_strict(client_kwargs)},
         )
         binding = _bind(settings)
-        self._bindings[app] = binding
+        self._register(app, binding)
         app.extensions.setdefault("redis", _Clients()).add(prefix, binding)
         _add_cli(app, settings)
-        self._last = (_NO_APP, self._last[1])
         logger.debug(
             "%s on app %r: %s to %s",
             prefix,
@@ -2590,7 +2593,23 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             return binding
         return self._find_binding(app)
 
+    def _register(self, app: Flask, binding: _Binding | LoopLocalClient) -> None:
+        with self._lock:
+            self._bindings[app] = binding
+            self._forget_last()
+        # With the app gone, a cached answer for "outside of a context" is
+        # stale too. The callback holds the extension weakly, and takes no
+        # lock: it may run in the middle of anything.
+        weakref.finalize(app, _forget_last_app, weakref.ref(self))
+
+    def _forget_last(self) -> None:
+        self._last = (_NO_APP, self._last[1])
+
     def _find_binding(self, app: Flask | None) -> _Binding | LoopLocalClient:
+        with self._lock:
+            return self._find_binding_locked(app)
+
+    def _find_binding_locked(self, app: Flask | None) -> _Binding | LoopLocalClient:
         if app is not None:
             found = self._bindings.get(app)
             if found is None:
@@ -2658,7 +2677,8 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         registered on it later are its own."""
         copied = type(self)(config_prefix=self.config_prefix, **self.client_kwargs)
         copied.provider = self.provider
-        copied._bindings.update(self._bindings)
+        for app, binding in list(self._bindings.items()):
+            copied._register(app, binding)
         return copied
 
     def __reduce__(self) -> t.NoReturn:
@@ -2666,6 +2686,12 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             "A Redis extension cannot be pickled: it holds live clients. Create it"
             " at import time and call init_app(app) in each process instead."
         )
+
+
+def _forget_last_app(extension: weakref.ref[Redis[t.Any]]) -> None:
+    alive = extension()
+    if alive is not None:
+        alive._forget_last()
 
 
 def _without_strict(client_kwargs: dict[str, t.Any]) -> dict[str, t.Any]:

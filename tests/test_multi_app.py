@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 
@@ -206,3 +207,16 @@ def test_threads_with_different_apps_get_their_own_clients(
     for db in (9, 10):
         with redis_server.client(db=db) as client:
             assert {client.get(f"key:{n}") for n in range(200)} == {str(db).encode()}
+
+
+def test_a_collected_app_is_forgotten_outside_a_context() -> None:
+    app = Flask("short_lived")
+    app.config["REDIS_CLASS"] = "fakeredis.FakeRedis"
+    redis = Redis(app)
+    assert redis.connection is app.extensions["redis"]["REDIS"]  # cached now
+
+    del app
+    gc.collect()
+
+    with pytest.raises(RuntimeError, match="not registered on any application"):
+        redis.connection  # noqa: B018
