@@ -1829,9 +1829,13 @@ def _fail_fast_retry(default: object) -> t.Any:
     retry_module = sys.modules.get("redis.retry")
     if retry_module is None or not isinstance(default, retry_module.Retry):
         return None
-    return _fail_fast_retry_class()(
-        copy.deepcopy(default._backoff), default._retries, default._supported_errors
-    )
+    try:  # Retry has no public accessors for these in every redis-py
+        backoff = default._backoff
+        retries = default._retries
+        supported_errors = default._supported_errors
+    except AttributeError:  # a redis-py that renamed them: keep its default
+        return None
+    return _fail_fast_retry_class()(copy.deepcopy(backoff), retries, supported_errors)
 
 
 def _is_final(error: Exception) -> bool:
@@ -1996,8 +2000,12 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
         def send_packed_command(
             self, command: t.Any, check_health: bool = True
         ) -> None:
-            if not self._sock:
-                self._connect_retry()  # type: ignore[no-untyped-call]
+            if not getattr(self, "_sock", True):
+                # One attempt that asks the sentinels: the command's own retry
+                # is around this call. The public connect() would nest a
+                # second retry loop inside it.
+                connect = getattr(self, "_connect_retry", self.connect)
+                connect()
             super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
     class ReconnectingSSLConnection(
