@@ -961,12 +961,43 @@ def _format_address(host: str, port: int) -> str:
 
 
 class _Layer:
-    """Client keywords from one place in the precedence order, coerced."""
+    """Client keywords from one place in the precedence order, coerced.
 
-    def __init__(self, source: str) -> None:
+    :param source: what :attr:`ClientSettings.sources` says for its values:
+        ``"code"``, ``"<prefix>_OPTIONS"`` or ``"<prefix>_URL"``; ``None`` for
+        the discrete keys, each of which is its own source.
+    :param accepted: the keywords of the client class, ``None`` for any.
+    :param class_name: the client class's name, for error messages.
+    """
+
+    def __init__(
+        self,
+        source: str | None,
+        accepted: Mapping[str, t.Any] | None,
+        class_name: str,
+    ) -> None:
         self.source = source
+        self.accepted = accepted
+        self.class_name = class_name
         self.values: dict[str, object] = {}
+        #: Where each value came from, as error messages name it.
         self.places: dict[str, str] = {}
+
+    def add(self, name: str, value: object, place: str, shown: str) -> None:
+        """Check and coerce a client keyword; *shown* is the value as an
+        error message shows it."""
+        self.values[name] = _keyword_value(
+            name, value, place, shown, self.accepted, self.class_name
+        )
+        self.places[name] = place
+
+    def set(self, name: str, value: object, place: str) -> None:
+        """Take a value that is checked already (addresses, the scheme's TLS)."""
+        self.values[name] = value
+        self.places[name] = place
+
+    def source_of(self, name: str) -> str:
+        return self.source or self.places[name]
 
     @property
     def transport(self) -> str | None:
@@ -1019,12 +1050,10 @@ def client_settings_from_config(
         Sentinel and Cluster.
     """
 
-    def key(name: str) -> str:
-        return f"{prefix}_{name}"
-
+    url_key = f"{prefix}_URL"
     parsed = None
-    if config.get(key("URL")) is not None:
-        parsed = _parse_url(config[key("URL")], key("URL"))
+    if config.get(url_key) is not None:
+        parsed = _parse_url(config[url_key], url_key)
     client_class, topology = _client_class_and_topology(
         config, prefix, parsed, client_class
     )
@@ -1033,42 +1062,117 @@ def client_settings_from_config(
         if topology == "cluster"
         else constructor_keywords(client_class)
     )
-    class_name = _class_name(client_class)
-
-    def add(layer: _Layer, name: str, value: object, place: str, shown: str) -> None:
-        layer.values[name] = _keyword_value(
-            name, value, place, shown, accepted, class_name
+    layers = [
+        _code_layer(defaults or {}, accepted, client_class),
+        _options_layer(config, prefix, accepted, client_class),
+        _keys_layer(config, prefix, accepted, client_class),
+        _url_layer(parsed, url_key, accepted, client_class),
+    ]
+    for layer in layers:
+        _check_transport(layer)
+    kwargs, places, sources = _merge(layers)
+    _check_tls(kwargs, places, sources, parsed, url_key, f"{prefix}_SSL")
+    _check_connects_lazily(client_class, kwargs, places, prefix)
+    _add_defaults(kwargs, places, sources, accepted)
+    pool_class, pool_kwargs = connection_pool_from_config(
+        config, prefix, client_class, accepted, places
+    )
+    sentinels = kwargs.pop("sentinels", None)
+    nodes = kwargs.pop("cluster_nodes", None)
+    for name in ("sentinels", "cluster_nodes"):
+        sources.pop(name, None)
+    if topology == "sentinel":
+        _check_no_pool_with_sentinel(prefix, pool_class, places)
+        return SentinelSettings(
+            prefix=prefix,
+            client_class=client_class,
+            service_name=_service_name(config, prefix, parsed),
+            sentinels=sentinels,
+            sentinel_kwargs=_sentinel_kwargs(config, prefix, kwargs),
+            kwargs=kwargs,
+            sources=sources,
         )
-        layer.places[name] = place
+    if topology == "cluster":
+        return ClusterSettings(
+            prefix=prefix,
+            client_class=client_class,
+            nodes=_cluster_nodes(kwargs, places, nodes),
+            kwargs=kwargs,
+            sources=sources,
+        )
+    return ClientSettings(
+        prefix=prefix,
+        client_class=client_class,
+        kwargs=kwargs,
+        sources=sources,
+        connection_pool_class=pool_class,
+        connection_pool_kwargs=pool_kwargs,
+    )
 
-    code = _Layer("code")
-    for name, value in (defaults or {}).items():
-        add(code, name, value, f"keyword argument {name!r}", _show(name, value))
 
-    options = _Layer(key("OPTIONS"))
-    mapping = config.get(key("OPTIONS"))
-    if mapping is not None and not isinstance(mapping, Mapping):
+def _code_layer(
+    defaults: Mapping[str, t.Any],
+    accepted: Mapping[str, t.Any] | None,
+    client_class: Callable[..., t.Any],
+) -> _Layer:
+    """The keyword arguments given to Redis() or init_app()."""
+    layer = _Layer("code", accepted, _class_name(client_class))
+    for name, value in defaults.items():
+        layer.add(name, value, f"keyword argument {name!r}", _show(name, value))
+    return layer
+
+
+def _options_layer(
+    config: Mapping[str, t.Any],
+    prefix: str,
+    accepted: Mapping[str, t.Any] | None,
+    client_class: Callable[..., t.Any],
+) -> _Layer:
+    """<prefix>_OPTIONS: a dict of client keyword arguments."""
+    key = f"{prefix}_OPTIONS"
+    layer = _Layer(key, accepted, _class_name(client_class))
+    for name, value in _options(config, key, "{'socket_timeout': 5}").items():
+        layer.add(name, value, f"{key}[{name!r}]", _show(name, value))
+    return layer
+
+
+def _options(
+    config: Mapping[str, t.Any], key: str, example: str
+) -> Mapping[str, t.Any]:
+    """The mapping of keyword arguments at *key*, checked; empty if unset."""
+    mapping = config.get(key)
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
         raise ConfigurationError(
-            key("OPTIONS"),
+            key,
             f"a {type(mapping).__name__} is not a mapping; expected a dict of"
-            " client keyword arguments, such as {'socket_timeout': 5}.",
+            f" keyword arguments, such as {example}.",
         )
-    for name, value in (mapping or {}).items():
-        place = f"{key('OPTIONS')}[{name!r}]"
+    for name in mapping:
         if not isinstance(name, str):
             raise ConfigurationError(
-                place,
+                f"{key}[{name!r}]",
                 f"the key {name!r} is not a string; expected the names of"
                 " keyword arguments, such as 'socket_timeout'.",
             )
-        add(options, name, value, place, _show(name, value))
+    return mapping
 
-    keys = _Layer("keys")
+
+def _keys_layer(
+    config: Mapping[str, t.Any],
+    prefix: str,
+    accepted: Mapping[str, t.Any] | None,
+    client_class: Callable[..., t.Any],
+) -> _Layer:
+    """The discrete keys: <prefix>_HOST, _PORT, … and <prefix>_<KEYWORD> for
+    every keyword of the client class, and the sentinels or cluster nodes."""
+    layer = _Layer(None, accepted, _class_name(client_class))
     names = set(_KINDS) | set(accepted or ())
     names.difference_update(name.lower() for name in _OWN_KEYS)
     _check_spelling(config, prefix, {name.upper() for name in names})
     for name in sorted(names):
-        config_key = key(name.upper())
+        config_key = f"{prefix}_{name.upper()}"
         if config_key not in config:
             continue
         value = config[config_key]
@@ -1078,95 +1182,84 @@ def client_settings_from_config(
             and value.startswith(_SOCKET_PREFIXES)
         ):
             name, value = "unix_socket_path", _socket_path(value, config_key)
-        if name in keys.values:
+        if name in layer.values:
             raise ConfigurationError(
                 config_key,
-                f"{_show(config_key, value)} and {keys.places[name]} both name the"
-                " socket path; keep one of them.",
+                f"{_show(config_key, value)} and {layer.places[name]} both name"
+                " the socket path; keep one of them.",
             )
-        add(keys, name, value, config_key, _show(config_key, value))
-    for name, config_key, default_port in (
-        ("sentinels", key("SENTINELS"), _SENTINEL_PORT),
-        ("cluster_nodes", key("CLUSTER_NODES"), _REDIS_PORT),
+        layer.add(name, value, config_key, _show(config_key, value))
+    for name, suffix, default_port in (
+        ("sentinels", "SENTINELS", _SENTINEL_PORT),
+        ("cluster_nodes", "CLUSTER_NODES", _REDIS_PORT),
     ):
+        config_key = f"{prefix}_{suffix}"
         if config.get(config_key) is not None:
-            keys.values[name] = _addresses(config[config_key], config_key, default_port)
-            keys.places[name] = config_key
+            addresses = _addresses(config[config_key], config_key, default_port)
+            layer.set(name, addresses, config_key)
+    return layer
 
-    url = _Layer(key("URL"))
-    if parsed is not None:
-        for name, value in parsed.kwargs.items():
-            add(url, name, value, key("URL"), f"the option {name}={_show(name, value)}")
-        if parsed.scheme.startswith("rediss"):
-            url.values["ssl"] = True
-            url.places["ssl"] = key("URL")
-        if parsed.nodes:
-            name = "sentinels" if parsed.topology == "sentinel" else "cluster_nodes"
-            url.values[name] = parsed.nodes
-            url.places[name] = key("URL")
 
-    layers = [code, options, keys, url]
-    for layer in layers:
-        _check_transport(layer)
-    kwargs, places = _merge(layers)
-    _check_tls(kwargs, places, parsed, key("URL"), key("SSL"))
-    if kwargs.get("ssl") and "ssl_check_hostname" not in kwargs:
-        if accepted is None or "ssl_check_hostname" in accepted:
-            # redis-py before 6 does not check the host name by default:
-            # verify certificates fully unless the config says otherwise.
-            kwargs["ssl_check_hostname"] = True
-            places["ssl_check_hostname"] = "default"
-    _check_connects_lazily(client_class, kwargs, places, prefix)
-    pool_class, pool_kwargs = connection_pool_from_config(
-        config, prefix, client_class, accepted, places
-    )
+def _url_layer(
+    parsed: _ParsedURL | None,
+    url_key: str,
+    accepted: Mapping[str, t.Any] | None,
+    client_class: Callable[..., t.Any],
+) -> _Layer:
+    """What <prefix>_URL says, options included."""
+    layer = _Layer(url_key, accepted, _class_name(client_class))
+    if parsed is None:
+        return layer
+    for name, value in parsed.kwargs.items():
+        layer.add(name, value, url_key, f"the option {name}={_show(name, value)}")
+    if parsed.scheme.startswith("rediss"):
+        layer.set("ssl", True, url_key)
+    if parsed.nodes:
+        name = "sentinels" if parsed.topology == "sentinel" else "cluster_nodes"
+        layer.set(name, parsed.nodes, url_key)
+    return layer
+
+
+def _add_defaults(
+    kwargs: dict[str, t.Any],
+    places: dict[str, str],
+    sources: dict[str, str],
+    accepted: Mapping[str, t.Any] | None,
+) -> None:
+    """The values Flask-And-Redis sets itself, where the config sets none."""
+
+    def default(name: str, value: object) -> None:
+        kwargs[name] = value
+        places[name] = sources[name] = "default"
+
+    if (
+        kwargs.get("ssl")
+        and "ssl_check_hostname" not in kwargs
+        and (accepted is None or "ssl_check_hostname" in accepted)
+    ):
+        # redis-py before 6 does not check the host name by default: verify
+        # certificates fully unless the config says otherwise.
+        default("ssl_check_hostname", True)
     if accepted is not None and "retry" not in kwargs:
         retry = _fail_fast_retry(accepted.get("retry"))
         if retry is not None:
-            kwargs["retry"] = retry
-            places["retry"] = "default"
-    sentinels = kwargs.pop("sentinels", None)
-    nodes = kwargs.pop("cluster_nodes", None)
-    if topology == "sentinel":
-        if pool_class is not None:
-            raise ConfigurationError(
-                key("CONNECTION_POOL_CLASS"),
-                f"{_class_name(pool_class)} cannot be used with Sentinel: the"
-                " client's pool is the one that asks the sentinels where the"
-                " master is.",
-            )
-        if "connection_pool" in kwargs:
-            raise ConfigurationError(
-                places["connection_pool"],
-                "a connection pool cannot be given with Sentinel: the client's"
-                " pool is the one that asks the sentinels where the master is.",
-            )
-        return SentinelSettings(
-            prefix=prefix,
-            client_class=client_class,
-            service_name=_service_name(config, prefix, parsed),
-            sentinels=sentinels,
-            sentinel_kwargs=_sentinel_kwargs(config, prefix, kwargs),
-            kwargs=kwargs,
-            sources=_sources(places),
+            default("retry", retry)
+
+
+def _check_no_pool_with_sentinel(
+    prefix: str, pool_class: type | None, places: Mapping[str, str]
+) -> None:
+    why = "the client's pool is the one that asks the sentinels where the master is"
+    if pool_class is not None:
+        raise ConfigurationError(
+            f"{prefix}_CONNECTION_POOL_CLASS",
+            f"{_class_name(pool_class)} cannot be used with Sentinel: {why}.",
         )
-    if topology == "cluster":
-        nodes = _cluster_nodes(kwargs, places, nodes)
-        return ClusterSettings(
-            prefix=prefix,
-            client_class=client_class,
-            nodes=nodes,
-            kwargs=kwargs,
-            sources=_sources(places),
+    if "connection_pool" in places:
+        raise ConfigurationError(
+            places["connection_pool"],
+            f"a connection pool cannot be given with Sentinel: {why}.",
         )
-    return ClientSettings(
-        prefix=prefix,
-        client_class=client_class,
-        kwargs=kwargs,
-        sources=_sources(places),
-        connection_pool_class=pool_class,
-        connection_pool_kwargs=pool_kwargs,
-    )
 
 
 def _keyword_value(
@@ -1196,14 +1289,6 @@ def _keyword_value(
                 place, f"{shown} is not valid; expected {kind.expected}."
             ) from None
     return value
-
-
-def _sources(places: Mapping[str, str]) -> dict[str, str]:
-    return {
-        name: _source(place)
-        for name, place in places.items()
-        if name not in ("sentinels", "cluster_nodes")
-    }
 
 
 def _socket_path(value: str, key: str) -> str:
@@ -1240,12 +1325,6 @@ def _check_spelling(config: Mapping[str, t.Any], prefix: str, names: set[str]) -
                 config_key,
                 f"this key is not read by Flask-And-Redis; did you mean {hint[0]}?",
             )
-
-
-def _source(place: str) -> str:
-    """The config key, "code" or "default" a value came from, without option
-    details."""
-    return "code" if place.startswith("keyword argument") else place.partition("[")[0]
 
 
 # For a layer that says where to connect in two ways: the first way, and why
@@ -1286,7 +1365,9 @@ def _check_transport(layer: _Layer) -> None:
                 )
 
 
-def _merge(layers: list[_Layer]) -> tuple[dict[str, t.Any], dict[str, str]]:
+def _merge(
+    layers: list[_Layer],
+) -> tuple[dict[str, t.Any], dict[str, str], dict[str, str]]:
     """Stack the layers, lowest first; the highest layer that says where to
     connect (sentinels, cluster nodes, socket path, or host/port) decides the
     transport for all."""
@@ -1301,18 +1382,21 @@ def _merge(layers: list[_Layer]) -> tuple[dict[str, t.Any], dict[str, str]]:
     ]
     kwargs: dict[str, t.Any] = {}
     places: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for layer in layers:
         for name, value in layer.values.items():
             if transport is not None and name in dropped:
                 continue
             kwargs[name] = value
             places[name] = layer.places[name]
-    return kwargs, places
+            sources[name] = layer.source_of(name)
+    return kwargs, places, sources
 
 
 def _check_tls(
     kwargs: dict[str, t.Any],
     places: dict[str, str],
+    sources: dict[str, str],
     parsed: _ParsedURL | None,
     url_key: str,
     ssl_key: str,
@@ -1320,10 +1404,10 @@ def _check_tls(
     # redis://, redis+sentinel:// and redis+cluster:// all mean no TLS.
     plain_url = parsed is not None and parsed.scheme.partition("+")[0] == "redis"
     if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
-        if places["ssl"].startswith("keyword argument"):
+        if sources["ssl"] == "code":
             # Keyword arguments in code are defaults: the config's plain URL
             # or socket turns their TLS off.
-            del kwargs["ssl"], places["ssl"]
+            del kwargs["ssl"], places["ssl"], sources["ssl"]
         elif parsed is not None and plain_url:
             scheme = parsed.scheme
             raise ConfigurationError(
@@ -1342,7 +1426,7 @@ def _check_tls(
             if (
                 name.startswith("ssl_")
                 and kwargs[name] is not None
-                and not place.startswith("keyword argument")
+                and sources[name] != "code"
             ):
                 raise ConfigurationError(
                     place,
@@ -1737,22 +1821,9 @@ def _sentinel_kwargs(
     }
     sentinel_kwargs["retry"] = Retry(NoBackoff(), 0)
     options_key = f"{prefix}_SENTINEL_OPTIONS"
-    options = config.get(options_key)
-    if options is not None and not isinstance(options, Mapping):
-        raise ConfigurationError(
-            options_key,
-            f"{_show(options_key, options)} is not a mapping; expected a dict of"
-            " keyword arguments for the clients of the sentinels, such as"
-            " {'socket_timeout': 0.5}.",
-        )
-    for name, value in (options or {}).items():
+    options = _options(config, options_key, "{'socket_timeout': 0.5}")
+    for name, value in options.items():
         place = f"{options_key}[{name!r}]"
-        if not isinstance(name, str):
-            raise ConfigurationError(
-                place,
-                f"the key {name!r} is not a string; expected the names of"
-                " keyword arguments, such as 'socket_timeout'.",
-            )
         sentinel_kwargs[name] = _keyword_value(
             name, value, place, _show(name, value), accepted, class_name
         )

@@ -1668,7 +1668,7 @@ BAD = [
         {"REDIS_OPTIONS": "socket_timeout=5", "REDIS_PASSWORD": PW},
         "REDIS_OPTIONS",
         "a str is not a mapping",
-        "a dict of client keyword arguments",
+        "a dict of keyword arguments",
         id="options-not-a-mapping",
     ),
     pytest.param(
