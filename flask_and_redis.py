@@ -300,18 +300,16 @@ def _socket_file(value: object) -> str:
     return path
 
 
-def _existing_file(value: object) -> str:
-    path = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
-    if not os.path.isfile(path):
-        raise ValueError(value)
-    return str(path)
+def _existing(is_there: Callable[[str], bool]) -> Callable[[object], object]:
+    """A path (a string or os.PathLike) that *is_there* finds."""
 
+    def existing_path(value: object) -> str:
+        path = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
+        if not is_there(str(path)):
+            raise ValueError(value)
+        return str(path)
 
-def _existing_dir(value: object) -> str:
-    path = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
-    if not os.path.isdir(path):
-        raise ValueError(value)
-    return str(path)
+    return existing_path
 
 
 def _cert_reqs(value: object) -> object:
@@ -335,10 +333,6 @@ def _encoding(value: object) -> str:
     return name
 
 
-def _number_or_none(value: object) -> object:
-    return None if _is_none(value) else _to_float(value)
-
-
 def _load_balancing_strategy(value: object) -> object:
     from redis.cluster import LoadBalancingStrategy
 
@@ -353,7 +347,7 @@ _SECONDS = _Kind(
 )
 _BOOL = _Kind("true or false (also yes/no, on/off, 1/0)", _to_bool)
 _TEXT = _Kind("a string, or None", _optional(_text))
-_FILE = _Kind("the path of an existing file", _or_none(_existing_file))
+_FILE = _Kind("the path of an existing file", _or_none(_existing(os.path.isfile)))
 
 # What each well-known client keyword accepts. Keywords not listed here are
 # read by the type of their default in the client class's signature.
@@ -404,7 +398,7 @@ _KINDS: dict[str, _Kind] = {
     "ssl_ca_certs": _FILE,
     "ssl_ca_path": _Kind(
         "the path of an existing directory of CA certificates",
-        _or_none(_existing_dir),
+        _or_none(_existing(os.path.isdir)),
     ),
     "ssl_ca_data": _Kind("PEM certificate data as a string", _optional(_text)),
     "ssl_cert_reqs": _Kind(
@@ -427,7 +421,7 @@ _KINDS: dict[str, _Kind] = {
 _KIND_BY_DEFAULT_TYPE: dict[type, _Kind] = {
     bool: _BOOL,
     int: _Kind("an integer", _to_int),
-    float: _Kind("a number", _number_or_none),
+    float: _Kind("a number, or None", _or_none(_to_float)),
 }
 
 
