@@ -1802,9 +1802,6 @@ def _sentinel_kwargs(
     ``<prefix>_SENTINEL_OPTIONS``, then the master's socket and TLS options.
     A sentinel that does not answer is not retried: the next one is asked.
     """
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     client_class = _default_client_class()
     accepted = constructor_keywords(client_class)
     class_name = _class_name(client_class)
@@ -1813,7 +1810,7 @@ def _sentinel_kwargs(
         for name, value in kwargs.items()
         if name.startswith(("socket_", "ssl"))
     }
-    sentinel_kwargs["retry"] = Retry(NoBackoff(), 0)
+    sentinel_kwargs["retry"] = _no_retries()
     options_key = f"{prefix}_SENTINEL_OPTIONS"
     options = _options(config, options_key, "{'socket_timeout': 0.5}")
     for name, value in options.items():
@@ -1903,6 +1900,15 @@ def _fail_fast_retry(default: object) -> t.Any:
     return _fail_fast_retry_class()(copy.deepcopy(backoff), retries, supported_errors)
 
 
+def _no_retries(retry_class: type[t.Any] | None = None) -> t.Any:
+    """A retry policy of *retry_class* (redis-py's ``Retry`` by default;
+    ``redis.asyncio`` has one of its own) that tries once."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return (retry_class or Retry)(NoBackoff(), 0)
+
+
 def _is_final(error: Exception) -> bool:
     """Whether a connection failure would only repeat if retried."""
     from redis.exceptions import AuthenticationError
@@ -1973,9 +1979,14 @@ def _fail_fast_retry_class() -> type[t.Any]:
 # -- Client construction: Sentinel -----------------------------------------------
 
 
-def _sentinel_client(settings: SentinelSettings, master: bool) -> t.Any:
+def _sentinel_client(
+    settings: SentinelSettings, master: bool, follow_failovers: bool = True
+) -> t.Any:
     """A client of the master (or of the replicas) of *settings*, on a pool
-    that asks the sentinels where to connect."""
+    that asks the sentinels where to connect; with *follow_failovers*, a
+    master's pool also listens for failovers (see :class:`_FailoverWatcher`),
+    which a short-lived client, such as the ``flask redis`` command's, does
+    without."""
     pool_class, sentinel_class = _sentinel_classes()
     sentinel_manager = sentinel_class(
         settings.sentinels, sentinel_kwargs=dict(settings.sentinel_kwargs)
@@ -1991,7 +2002,11 @@ def _sentinel_client(settings: SentinelSettings, master: bool) -> t.Any:
             # Without TLS, redis.Redis ignores TLS options; connections fail.
             connection[name] = value
     pool = pool_class(
-        settings.service_name, sentinel_manager, is_master=master, **connection
+        settings.service_name,
+        sentinel_manager,
+        is_master=master,
+        follow_failovers=follow_failovers,
+        **connection,
     )
     client = settings.client_class(connection_pool=pool, **own)
     client.auto_close_connection_pool = True  # as Sentinel.master_for does
@@ -2080,11 +2095,15 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
 
     class FollowingSentinelPool(SentinelConnectionPool):
         """A master's pool follows failovers from its first connection in
-        each process until it is closed; closing it also closes its
-        connections to the sentinels."""
+        each process until it is closed, unless made with *follow_failovers*
+        false; closing it also closes its connections to the sentinels."""
 
         def __init__(
-            self, service_name: str, sentinel_manager: t.Any, **kwargs: t.Any
+            self,
+            service_name: str,
+            sentinel_manager: t.Any,
+            follow_failovers: bool = True,
+            **kwargs: t.Any,
         ) -> None:
             if "connection_class" not in kwargs:
                 kwargs["connection_class"] = (
@@ -2094,7 +2113,7 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
                 )
             self.watcher = (
                 _FailoverWatcher(self, sentinel_manager, service_name)
-                if kwargs.get("is_master", True)
+                if follow_failovers and kwargs.get("is_master", True)
                 else None
             )
             super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
@@ -2174,12 +2193,10 @@ class _FailoverWatcher:
 
     def _follow(self, host: str, port: int, stopping: threading.Event) -> None:
         from redis import Redis
-        from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
-        from redis.retry import Retry
 
         options = dict(self._sentinel_manager.sentinel_kwargs)
-        options["retry"] = Retry(NoBackoff(), 0)  # the loop below retries
+        options["retry"] = _no_retries()  # the loop below retries
         for name in ("socket_timeout", "socket_connect_timeout"):
             if options.get(name) is None:  # never hang: stop() waits
                 options[name] = _WATCH_TIMEOUT
@@ -2447,6 +2464,11 @@ class _Clients(Mapping[str, t.Any]):
     def add(self, prefix: str, binding: _Binding | LoopLocalClient) -> None:
         self._bindings[prefix] = binding
 
+    def settings(self) -> dict[str, ClientSettings]:
+        """The settings of each prefix's client, in the order the prefixes
+        were registered; builds no client."""
+        return {prefix: binding.settings for prefix, binding in self._bindings.items()}
+
 
 _NO_APP = object()  # never an app, and not None: matches no context
 
@@ -2612,7 +2634,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         binding = _bind(settings)
         self._register(app, binding)
         app.extensions.setdefault("redis", _Clients()).add(prefix, binding)
-        _add_cli(app, settings)
+        _add_cli(app)
         logger.debug(
             "%s on app %r: %s to %s",
             prefix,
@@ -2831,21 +2853,23 @@ def _expose_instance_attributes(client: object) -> None:
 
 # -- The flask redis command -----------------------------------------------------
 
-# The settings of every prefix registered on an app, for the CLI: an app may
-# have several extensions, and the command shows them all.
-_settings_by_app: weakref.WeakKeyDictionary[Flask, dict[str, ClientSettings]] = (
-    weakref.WeakKeyDictionary()
-)
-
 _redis_group = AppGroup(
     "redis", help="Check and inspect the Redis connections of the app."
 )
 
 
-def _add_cli(app: Flask, settings: ClientSettings) -> None:
-    _settings_by_app.setdefault(app, {})[settings.prefix] = settings
+def _add_cli(app: Flask) -> None:
+    # One group for all of the app's prefixes: it finds them in
+    # app.extensions["redis"] when it runs.
     if "redis" not in app.cli.commands:  # a command of the app's own wins
         app.cli.add_command(_redis_group)
+
+
+def _registered_settings(app: Flask) -> dict[str, ClientSettings]:
+    """The settings of each prefix registered on *app*, in the order of
+    registration; builds no client."""
+    clients = app.extensions.get("redis")
+    return clients.settings() if isinstance(clients, _Clients) else {}
 
 
 _prefix_option = click.option(
@@ -2857,7 +2881,7 @@ _prefix_option = click.option(
 
 def _selected_settings(prefix: str | None) -> list[ClientSettings]:
     app = t.cast(Flask, _current_app_context(_NO_CONTEXT).app)  # commands run in one
-    registered = _settings_by_app.get(app, {})
+    registered = _registered_settings(app)
     if prefix is None:
         return list(registered.values())
     if prefix not in registered:
@@ -2872,26 +2896,33 @@ def _selected_settings(prefix: str | None) -> list[ClientSettings]:
 class _Probe:
     """A client for one CLI command, made from a prefix's settings but giving
     up after *timeout* seconds, without retries: redis-py 8 retries a refused
-    connection ten times with backoff, too slow for a health check. Its
-    :meth:`call` builds it (a cluster client connects as it is built), and
-    runs asyncio clients' commands to completion too."""
+    connection ten times with backoff, too slow for a health check. With
+    Sentinel, its connections to the sentinels do so too, and it follows no
+    failovers. Its :meth:`call` builds it (a cluster client connects as it is
+    built), and runs asyncio clients' commands to completion too."""
 
     def __init__(self, settings: ClientSettings, timeout: float) -> None:
+        timeouts = ("socket_timeout", "socket_connect_timeout")
         accepted = constructor_keywords(settings.client_class)
         overrides: dict[str, t.Any] = {}
-        for name in ("socket_timeout", "socket_connect_timeout"):
+        for name in timeouts:
             if accepted is None or name in accepted:
                 overrides[name] = timeout
         default_retry: t.Any = (accepted or {}).get("retry")
         if hasattr(default_retry, "get_retries"):
-            from redis.backoff import NoBackoff
-
             # The class's own kind of Retry: redis.asyncio has one of its own.
-            overrides["retry"] = type(default_retry)(NoBackoff(), 0)
+            overrides["retry"] = _no_retries(type(default_retry))
+        changes: dict[str, t.Any] = {"kwargs": {**settings.kwargs, **overrides}}
+        if isinstance(settings, SentinelSettings):
+            # The sentinels are asked first, with options of their own: the
+            # app's timeouts, which may be none.
+            changes["sentinel_kwargs"] = {
+                **settings.sentinel_kwargs,
+                **dict.fromkeys(timeouts, timeout),
+                "retry": _no_retries(),
+            }
         self.settings = settings
-        self._probe_settings = dataclasses.replace(
-            settings, kwargs={**settings.kwargs, **overrides}
-        )
+        self._probe_settings = dataclasses.replace(settings, **changes)
         self.client: t.Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         if settings.is_asyncio:
@@ -2899,7 +2930,15 @@ class _Probe:
 
     def call(self, method: str, *args: t.Any) -> t.Any:
         if self.client is None:
-            self.client = self._probe_settings.create_client()
+            settings = self._probe_settings
+            if isinstance(settings, SentinelSettings):
+                # No failover watcher: its threads would outlive the command's
+                # one connection, and closing the client would wait for them.
+                self.client = _sentinel_client(
+                    settings, master=True, follow_failovers=False
+                )
+            else:
+                self.client = settings.create_client()
         result = getattr(self.client, method)(*args)
         if self._loop is not None:
             result = self._loop.run_until_complete(result)
@@ -3054,18 +3093,26 @@ def flask_caching_backend(
     Flask-Caching's ``RedisCache`` on that client (one pool, one config), but
     its ``clear()`` deletes only the keys under ``CACHE_KEY_PREFIX``, with
     ``SCAN`` and ``UNLINK``: Flask-Caching's own runs ``KEYS``, and
-    ``FLUSHDB`` when the key prefix is empty.
+    ``FLUSHDB`` when the key prefix is empty. Like ``init_app``, it makes no
+    connection: a cluster client is built when the cache is first used.
 
-    Flask-Caching calls it (``CACHE_TYPE`` names a backend factory) with the
-    app, its cache config, ``CACHE_ARGS`` and the backend's keyword
-    arguments (``CACHE_DEFAULT_TIMEOUT``, ``CACHE_OPTIONS``, …).
+    Flask-Caching calls it: ``CACHE_TYPE`` names a backend factory.
 
+    :param app: the Flask app the cache is registered on.
+    :param config: the app's config, updated with the ``config`` given to
+        ``Cache``; ``CACHE_REDIS_CONFIG_PREFIX`` and ``CACHE_KEY_PREFIX`` are
+        read from it.
+    :param args: positional arguments of the backend (``CACHE_ARGS``); none
+        are accepted, as the client is the prefix's.
+    :param kwargs: keyword arguments of the backend, Flask-Caching's
+        ``RedisCache``: ``default_timeout`` (``CACHE_DEFAULT_TIMEOUT``) and
+        those in ``CACHE_OPTIONS``.
     :raise ConfigurationError: the prefix is not registered on the app, its
         client decodes responses or is asyncio's, the key prefix is empty,
         or ``CACHE_ARGS`` is set.
     """
     prefix = config.get(CACHE_CONFIG_PREFIX_KEY) or "REDIS"
-    registered = app.extensions.get("redis", {})
+    registered = _registered_settings(app)
     if prefix not in registered:
         known = ", ".join(map(repr, registered)) or "none"
         raise ConfigurationError(
@@ -3075,22 +3122,20 @@ def flask_caching_backend(
             " Register the extension before the cache -- Redis(app), then"
             " Cache(app) -- and name its prefix here.",
         )
-    client = registered[prefix]
-    if isinstance(client, LoopLocalClient):
+    settings = registered[prefix]
+    if settings.is_asyncio:
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
             f"the client of {prefix!r} is an asyncio client; Flask-Caching calls"
             " its client synchronously. Use a prefix with a synchronous client.",
         )
-    connection_kwargs: Mapping[str, t.Any] = getattr(
-        client, "get_connection_kwargs", dict
-    )()
-    if connection_kwargs.get("decode_responses"):
+    if settings.kwargs.get("decode_responses"):
+        source = settings.sources.get("decode_responses", "code")
         raise ConfigurationError(
-            f"{prefix}_DECODE_RESPONSES",
-            "the cache stores pickled bytes, which a client that decodes"
-            " responses cannot read back; give the cache a prefix of its own,"
-            " without decode_responses.",
+            "keyword argument 'decode_responses'" if source == "code" else source,
+            "decode_responses is on, but the cache stores pickled bytes,"
+            " which a client that decodes responses cannot read back; give the"
+            " cache a prefix of its own, without decode_responses.",
         )
     key_prefix = config.get("CACHE_KEY_PREFIX")
     if not key_prefix:
@@ -3106,7 +3151,35 @@ def flask_caching_backend(
             f"{_show('CACHE_ARGS', args)} is not used by this backend: its"
             " client is the one of the prefix; pass options in CACHE_OPTIONS.",
         )
+    clients = app.extensions["redis"]
+    client = (
+        _ClientOnFirstUse(clients, prefix)
+        if isinstance(settings, ClusterSettings)
+        else clients[prefix]
+    )
     return _shared_database_redis_cache()(host=client, key_prefix=key_prefix, **kwargs)
+
+
+class _ClientOnFirstUse:
+    """Stands in for the client of a prefix whose client connects as it is
+    built, a cluster's: it is built (by ``app.extensions["redis"]``) when one
+    of its attributes is first used, not when the stand-in is handed out."""
+
+    __slots__ = ("_clients", "_prefix")
+
+    def __init__(self, clients: Mapping[str, t.Any], prefix: str) -> None:
+        self._clients = clients
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> t.Any:
+        if name.startswith("_"):  # also before __init__, as copy does
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r}"
+            )
+        return getattr(self._clients[self._prefix], name)
+
+    def __repr__(self) -> str:
+        return f"<the client of {self._prefix}, built on first use>"
 
 
 @functools.cache

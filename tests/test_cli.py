@@ -8,8 +8,11 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -321,4 +324,52 @@ def test_ping_reports_an_unreachable_cluster() -> None:
     assert result.exit_code == 1
     assert result.output.startswith(
         f"REDIS  redis+cluster://127.0.0.1:{port}  unreachable: RedisClusterException"
+    )
+
+
+def test_ping_tries_a_hung_sentinel_once_for_the_timeout(
+    make_app: MakeApp, silent_port: socket.socket
+) -> None:
+    port = silent_port.getsockname()[1]
+    # The app's timeouts are the sentinels' too, unless the command's apply.
+    app = make_app(
+        REDIS_SENTINELS=[f"127.0.0.1:{port}"],
+        REDIS_SENTINEL_MASTER="mymaster",
+        REDIS_SOCKET_TIMEOUT=30,
+    )
+    Redis(app)
+
+    began = time.monotonic()
+    result = run(app, "ping", "--timeout", "0.2")
+    elapsed = time.monotonic() - began
+
+    assert result.exit_code == 1
+    assert "unreachable: MasterNotFoundError" in result.output
+    assert "TimeoutError" in result.output
+    assert elapsed < 10  # a deadline, far above the 0.2 s asked for
+    # Once, by the command; a failover watcher would have connected too.
+    assert accepted_connections(silent_port) == 1
+
+
+def test_ping_of_a_sentinel_master_starts_no_failover_watcher(
+    make_app: MakeApp, sentinel_group: SentinelGroup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(REDIS_URL=sentinel_group.url())
+    Redis(app)
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def recording_start(thread: threading.Thread, *args: Any) -> None:
+        started.append(thread.name)
+        start(thread, *args)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+
+    result = run(app, "ping")
+
+    assert result.exit_code == 0, result.output
+    watchers = [name for name in started if name.startswith("flask_and_redis:")]
+    assert watchers == []
+    assert not any(
+        thread.name.startswith("flask_and_redis:") for thread in threading.enumerate()
     )

@@ -13,7 +13,7 @@ from flask_caching import Cache
 
 from flask_and_redis import ConfigurationError, Redis
 
-from servers import RedisServer
+from servers import RedisServer, ServerCluster, free_port
 
 MakeApp = Callable[..., Flask]
 BACKEND = "flask_and_redis.flask_caching_backend"
@@ -195,11 +195,6 @@ def test_a_named_prefix(make_app: MakeApp, redis_server: RedisServer) -> None:
             " (its prefixes: 'REDIS'). Register the extension before the cache",
         ),
         (
-            {"REDIS_DECODE_RESPONSES": True},
-            "REDIS_DECODE_RESPONSES",
-            "a client that decodes responses cannot read back",
-        ),
-        (
             {"REDIS_CLASS": "redis.asyncio.Redis"},
             "CACHE_REDIS_CONFIG_PREFIX",
             "an asyncio client",
@@ -222,3 +217,84 @@ def test_configuration_errors(
         Cache(app)
 
     assert caught.value.key == key
+
+
+@pytest.mark.parametrize(
+    ("config", "client_kwargs", "key"),
+    [
+        ({"REDIS_DECODE_RESPONSES": True}, {}, "REDIS_DECODE_RESPONSES"),
+        (
+            {"REDIS_URL": "redis://localhost:6379/0?decode_responses=yes"},
+            {},
+            "REDIS_URL",
+        ),
+        ({"REDIS_OPTIONS": {"decode_responses": True}}, {}, "REDIS_OPTIONS"),
+        ({}, {"decode_responses": True}, "keyword argument 'decode_responses'"),
+    ],
+)
+def test_a_client_that_decodes_responses_is_refused_naming_where_it_is_set(
+    make_app: MakeApp,
+    config: dict[str, Any],
+    client_kwargs: dict[str, Any],
+    key: str,
+) -> None:
+    app = make_app(CACHE_TYPE=BACKEND, **config)
+    Redis(app, **client_kwargs)
+
+    with pytest.raises(ConfigurationError) as caught:
+        Cache(app)
+
+    assert caught.value.key == key
+    assert str(caught.value) == (
+        f"{key}: decode_responses is on, but the cache stores pickled bytes, which"
+        " a client that decodes responses cannot read back; give the cache a"
+        " prefix of its own, without decode_responses."
+    )
+
+
+def test_the_cache_of_a_cluster_makes_no_connection_when_created(
+    no_network: list[str],
+) -> None:
+    app = Flask(__name__)  # not make_app, whose clean-up would build the client
+    app.config.update(
+        REDIS_CLUSTER_NODES=[f"127.0.0.1:{free_port()}"], CACHE_TYPE=BACKEND
+    )
+    Redis(app)
+
+    Cache(app)  # the no_network fixture fails the test on any connection
+
+    assert no_network == []
+
+
+def keys_by_node(cluster: ServerCluster, pattern: str) -> list[list[bytes]]:
+    """The keys matching *pattern* on each master of *cluster*."""
+    found = []
+    for master in cluster.masters():
+        with master.client() as client:
+            found.append(sorted(client.keys(pattern)))
+    return found
+
+
+def test_a_cache_on_a_cluster(make_app: MakeApp, redis_cluster: ServerCluster) -> None:
+    app = make_app(
+        REDIS_URL=redis_cluster.url(),
+        CACHE_TYPE=BACKEND,
+        CACHE_KEY_PREFIX="cluster_cache:",
+    )
+    redis = Redis(app)
+    cache = Cache(app)
+
+    with app.app_context():
+        redis.set("cluster_cache_other", "kept: not under the prefix")
+        cache.set_many({f"entry:{num}": num for num in range(30)})
+        assert cache.get("entry:7") == 7
+        entries = keys_by_node(redis_cluster, "cluster_cache:*")
+
+        cache.clear()
+
+        assert cache.get("entry:7") is None
+        assert sum(keys_by_node(redis_cluster, "cluster_cache*"), []) == [
+            b"cluster_cache_other"
+        ]
+        redis.delete("cluster_cache_other")
+    assert len(entries) == 3 and all(entries)  # clear() went to every node
