@@ -89,6 +89,7 @@ else:
 __all__ = [
     "ClientSettings",
     "ClusterSettings",
+    "CACHE_CONFIG_PREFIX_KEY",
     "ConfigurationError",
     "LoopLocalClient",
     "Redis",
@@ -101,8 +102,8 @@ __version__ = "2.0.0.dev0"
 
 logger = logging.getLogger("flask_and_redis")
 
-DEFAULT_CLIENT_CLASS = "redis.Redis"
-CLUSTER_CLIENT_CLASS = "redis.cluster.RedisCluster"
+_DEFAULT_CLIENT_CLASS = "redis.Redis"
+_CLUSTER_CLIENT_CLASS = "redis.cluster.RedisCluster"
 
 # Keys of a prefix that are not client keyword arguments.
 _OWN_KEYS = (
@@ -447,7 +448,7 @@ def _default_client_class() -> type[t.Any]:
     return redis.Redis
 
 
-def resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
+def _resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
     """Return the client class named by *value*: a class or a dotted path.
 
     :param value: a class, or its import path (``"redis.Redis"``,
@@ -455,7 +456,7 @@ def resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
     :param key: the config key it came from, for the error message.
     :raise ConfigurationError: the path does not import or does not name a class.
     """
-    if value == DEFAULT_CLIENT_CLASS:
+    if value == _DEFAULT_CLIENT_CLASS:
         return _default_client_class()
     return _resolve_class(
         value,
@@ -514,7 +515,9 @@ def _class_name(client_class: Callable[..., t.Any]) -> str:
     return f"{module}.{name}" if module else name
 
 
-def constructor_keywords(client_class: Callable[..., t.Any]) -> dict[str, t.Any] | None:
+def _constructor_keywords(
+    client_class: Callable[..., t.Any],
+) -> dict[str, t.Any] | None:
     """The keyword arguments *client_class* accepts, each with its default.
 
     Follows ``functools.wraps`` decorators (redis-py 6 and later wrap
@@ -850,7 +853,7 @@ class ClientSettings:
     def create_client(self) -> t.Any:
         """Build the client. Makes no connection: redis-py connects lazily."""
         if self.connection_pool_class is not None:
-            return client_with_connection_pool(self)
+            return _client_with_connection_pool(self)
         return self.client_class(**self.kwargs)
 
     @property
@@ -1054,7 +1057,7 @@ def client_settings_from_config(
     accepted = (
         _cluster_keywords(client_class)
         if topology == "cluster"
-        else constructor_keywords(client_class)
+        else _constructor_keywords(client_class)
     )
     layers = [
         _code_layer(defaults or {}, accepted, client_class),
@@ -1068,7 +1071,7 @@ def client_settings_from_config(
     _check_tls(kwargs, places, sources, parsed, url_key, f"{prefix}_SSL")
     _check_connects_lazily(client_class, kwargs, places, prefix)
     _add_defaults(kwargs, places, sources, accepted)
-    pool_class, pool_kwargs = connection_pool_from_config(
+    pool_class, pool_kwargs = _connection_pool_from_config(
         config, prefix, client_class, accepted, places
     )
     sentinels = kwargs.pop("sentinels", None)
@@ -1461,7 +1464,7 @@ _POOL_CLASS_EXPECTED = (
 )
 
 
-def connection_pool_from_config(
+def _connection_pool_from_config(
     config: Mapping[str, t.Any],
     prefix: str,
     client_class: Callable[..., t.Any],
@@ -1474,7 +1477,7 @@ def connection_pool_from_config(
     redis-py clients take a pool instance but no pool class, and a pool
     instance in the config could not follow the rest of it (the URL, the
     timeouts) nor be shared by several apps; so the class is configured and
-    :func:`client_with_connection_pool` makes the pool.
+    :func:`_client_with_connection_pool` makes the pool.
 
     :param client_class: the client class.
     :param accepted: the keywords of the client class, ``None`` for any.
@@ -1589,7 +1592,7 @@ def _client_class_and_topology(
     if provider is not None:
         class_key = "the provider of Redis.from_custom_provider()"
     elif config.get(class_key) is not None:
-        client_class = resolve_client_class(config[class_key], class_key)
+        client_class = _resolve_client_class(config[class_key], class_key)
     topology, place = _topology(config, prefix, parsed, client_class, class_key)
 
     if client_class is None:
@@ -1606,7 +1609,7 @@ def _client_class_and_topology(
     if topology == "cluster" and not _is_cluster_class(client_class):
         raise ConfigurationError(
             class_key,
-            f"{_class_name(client_class)} is not {CLUSTER_CLIENT_CLASS} or a"
+            f"{_class_name(client_class)} is not {_CLUSTER_CLIENT_CLASS} or a"
             f" subclass of it, which {place} needs (asyncio cluster clients"
             f" are not supported); leave {prefix}_CLASS unset, or name one.",
         )
@@ -1731,7 +1734,7 @@ _NOT_FOR_CLUSTER = (
 def _cluster_keywords(client_class: Callable[..., t.Any]) -> dict[str, t.Any]:
     """The keywords a cluster client takes: its own, and redis.Redis's, which
     it hands on to its connections to the nodes."""
-    keywords = dict(constructor_keywords(_default_client_class()) or {})
+    keywords = dict(_constructor_keywords(_default_client_class()) or {})
     for klass in reversed(getattr(client_class, "__mro__", ())[:-1]):
         if "__init__" in vars(klass):
             found, _ = _keywords_of(
@@ -1803,7 +1806,7 @@ def _sentinel_kwargs(
     A sentinel that does not answer is not retried: the next one is asked.
     """
     client_class = _default_client_class()
-    accepted = constructor_keywords(client_class)
+    accepted = _constructor_keywords(client_class)
     class_name = _class_name(client_class)
     sentinel_kwargs: dict[str, t.Any] = {
         name: value
@@ -1835,7 +1838,7 @@ def _sentinel_kwargs(
 # -- Client construction: connection pools ---------------------------------------
 
 
-def client_with_connection_pool(settings: ClientSettings) -> t.Any:
+def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     """Build the client of *settings* on a pool of its connection pool class.
 
     The client is first built as usual, which makes its default pool from the
@@ -1993,7 +1996,7 @@ def _sentinel_client(
     )
     # redis.Redis's keywords describe connections and go to the pool; those a
     # subclass adds are its own.
-    connection_keywords = constructor_keywords(_default_client_class()) or {}
+    connection_keywords = _constructor_keywords(_default_client_class()) or {}
     own, connection = {}, {}
     for name, value in settings.kwargs.items():
         if name not in connection_keywords:
@@ -2903,7 +2906,7 @@ class _Probe:
 
     def __init__(self, settings: ClientSettings, timeout: float) -> None:
         timeouts = ("socket_timeout", "socket_connect_timeout")
-        accepted = constructor_keywords(settings.client_class)
+        accepted = _constructor_keywords(settings.client_class)
         overrides: dict[str, t.Any] = {}
         for name in timeouts:
             if accepted is None or name in accepted:
@@ -2985,7 +2988,7 @@ _timeout_option = click.option(
 @_redis_group.command("ping")
 @_prefix_option
 @_timeout_option
-def ping_command(prefix: str | None, timeout: float) -> None:
+def _ping_command(prefix: str | None, timeout: float) -> None:
     """Ping each prefix's server; exit status 1 if one is unreachable.
 
     Shows each server's address (password masked), the round-trip time of a
@@ -3016,7 +3019,7 @@ def ping_command(prefix: str | None, timeout: float) -> None:
 @_prefix_option
 @_timeout_option
 @click.argument("section", required=False)
-def info_command(prefix: str | None, timeout: float, section: str | None) -> None:
+def _info_command(prefix: str | None, timeout: float, section: str | None) -> None:
     """Show each prefix's server INFO.
 
     All of its default sections, or one SECTION: server, clients, memory,
@@ -3053,7 +3056,7 @@ def _info_value(value: object) -> str:
 
 @_redis_group.command("config")
 @_prefix_option
-def config_command(prefix: str | None) -> None:
+def _config_command(prefix: str | None) -> None:
     """Show each prefix's client settings, with where each came from.
 
     The client class, where it connects, and every keyword argument after

@@ -30,10 +30,10 @@ from flask_and_redis import (
     ClientSettings,
     ConfigurationError,
     Redis,
+    _constructor_keywords,
+    _resolve_client_class,
     client_settings_from_config,
-    constructor_keywords,
     mask_url,
-    resolve_client_class,
 )
 
 from servers import free_port
@@ -570,7 +570,7 @@ def test_rediss_url_with_ssl_keys(
     ],
 )
 def test_client_class(value: object, expected: type) -> None:
-    assert resolve_client_class(value, "REDIS_CLASS") is expected
+    assert _resolve_client_class(value, "REDIS_CLASS") is expected
     result = settings({"REDIS_CLASS": value})
     assert result.client_class is expected
 
@@ -617,7 +617,7 @@ def test_class_taking_anything_gets_any_option() -> None:
     assert result.create_client().kwargs == {"whatever": 1}
 
 
-# -- constructor_keywords --------------------------------------------------------
+# -- _constructor_keywords --------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -644,7 +644,7 @@ def test_class_taking_anything_gets_any_option() -> None:
     ],
 )
 def test_constructor_keywords(client_class: type, present: dict[str, Any]) -> None:
-    keywords = constructor_keywords(client_class)
+    keywords = _constructor_keywords(client_class)
     assert keywords is not None
     for name, default in present.items():
         assert keywords[name] == default, name
@@ -669,7 +669,7 @@ def test_constructor_keywords(client_class: type, present: dict[str, Any]) -> No
 def test_constructor_keywords_of_redis_follow_the_decorator() -> None:
     # The signature redis-py 6+ hides behind its __init__ decorator.
     expected = inspect.signature(redis.Redis.__init__).parameters
-    keywords = constructor_keywords(redis.Redis)
+    keywords = _constructor_keywords(redis.Redis)
     assert keywords is not None
     assert set(keywords) == set(expected) - {"self"}
     assert keywords["socket_timeout"] == expected["socket_timeout"].default
@@ -688,7 +688,7 @@ def test_constructor_keywords_of_redis_follow_the_decorator() -> None:
 def test_constructor_keywords_of_plain_classes(
     client_class: type, expected: dict[str, Any] | None
 ) -> None:
-    assert constructor_keywords(client_class) == expected
+    assert _constructor_keywords(client_class) == expected
 
 
 def test_class_without_init_takes_no_config_keys() -> None:
