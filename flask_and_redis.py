@@ -2270,7 +2270,9 @@ class LoopLocalClient:
     (``<prefix>_CLASS = "redis.asyncio.Redis"``) every event loop gets a
     client of its own, built from the same :class:`ClientSettings` on first
     use in that loop, reused for as long as the loop runs, and closed, with
-    its connections, when the loop shuts down.
+    its connections, when the loop shuts down (``loop.shutdown_asyncgens()``,
+    which ``asyncio.run()`` calls). The client of a loop closed without
+    shutting down is dropped, unclosed, when the next loop's client is built.
 
     It stands in ``app.extensions["redis"][prefix]`` where a sync prefix
     has its client, and hands attribute lookups on to the running loop's
@@ -2284,9 +2286,11 @@ class LoopLocalClient:
     def __init__(self, settings: ClientSettings) -> None:
         #: The settings each loop's client is built from.
         self.settings = settings
-        # Plain dicts rather than weak ones: the closer registered with a
-        # loop holds on to that loop anyway, and both entries leave when the
-        # loop shuts down.
+        # Plain dicts: weak keys would not let a loop go, since the values
+        # refer to it (a client's connections through their transports and
+        # streams, a closer through its frame and its finalizer, the loop's
+        # hook). Both entries leave when the loop shuts down, or once it is
+        # found closed without shutting down (_forget_closed_loops).
         self._clients: dict[asyncio.AbstractEventLoop, t.Any] = {}
         self._closers: dict[
             asyncio.AbstractEventLoop, t.AsyncGenerator[None, None]
@@ -2308,6 +2312,7 @@ class LoopLocalClient:
         return client
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> t.Any:
+        self._forget_closed_loops()
         client = self.settings.create_client()
         closer = self._close_at_shutdown(loop, client)
         # Take the closer to its yield now. Its first step registers it with
@@ -2341,6 +2346,32 @@ class LoopLocalClient:
                 self.settings.prefix,
                 id(loop),
             )
+
+    def _forget_closed_loops(self) -> None:
+        # A loop closed without shutdown_asyncgens() never ran its closer,
+        # and its connections can no longer be closed: closing an asyncio
+        # transport schedules a callback on its loop, which raises "Event loop
+        # is closed" once the loop is. So its client is let go, for the
+        # garbage collector to close the sockets (asyncio and redis-py warn
+        # "unclosed ..." as it does), rather than kept for the life of the
+        # process. Looked for when a new loop's client is built, off the path
+        # of every call.
+        for loop in list(self._clients):
+            if loop.is_closed():
+                self._clients.pop(loop, None)
+                # Dropped unrun: on a closed loop the finalizer the loop gave
+                # it does nothing, and its finally could not await.
+                self._closers.pop(loop, None)
+                logger.warning(
+                    "%s: event loop %#x was closed without"
+                    " loop.shutdown_asyncgens(), so its client could not be"
+                    " closed; the client is dropped and its connections are"
+                    " left to the garbage collector. Run event loops with"
+                    " asyncio.run() or asyncio.Runner, or call"
+                    " shutdown_asyncgens() before close().",
+                    self.settings.prefix,
+                    id(loop),
+                )
 
     def _no_loop_message(self) -> str:
         return (

@@ -12,9 +12,13 @@ awaited (RuntimeWarning) fails the test that left it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import re
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -240,6 +244,106 @@ def test_a_loop_run_by_hand_closes_the_client_in_shutdown_asyncgens(
         loop.run_until_complete(loop.shutdown_asyncgens())
     finally:
         loop.close()
+    assert server.wait_for_connected_clients(0) == 0
+
+
+# What asyncio, the socket module and redis-py say when the garbage collector
+# closes a connection whose event loop was closed under it.
+UNCLOSED = re.compile(r"unclosed\b|loop is closed")
+
+
+@contextlib.contextmanager
+def recorded_warnings() -> Iterator[list[tuple[type[Warning], str]]]:
+    """Record warnings as (category, message) rather than raise them. Not
+    with catch_warnings(record=True): its records hold on to the objects the
+    warnings are about, and through them to their event loops."""
+    caught: list[tuple[type[Warning], str]] = []
+
+    def record(message: Warning | str, category: type[Warning], *_: Any) -> None:
+        caught.append((category, str(message)))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        yield caught
+
+
+def test_loops_closed_without_shutting_down_do_not_pile_up(
+    make_app: MakeApp, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop closed without shutdown_asyncgens() cannot have its client
+    closed: asyncio closes a transport through a callback on its loop. Each
+    new loop's client lets go of those of the closed loops, so neither the
+    loops nor the server's connections pile up.
+
+    The garbage collector closes the sockets of the clients let go, and
+    asyncio, the socket module and redis-py each warn "unclosed ..."
+    (ResourceWarning) as it does: those warnings cannot be avoided, so they
+    are recorded here, where any other warning fails the test."""
+    app = async_app(make_app, server)
+    redis = Redis(app)
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def store(value: object) -> None:
+        await redis.set("key", value)
+
+    with recorded_warnings() as caught, app.app_context():
+        for value in range(50):
+            loop = asyncio.new_event_loop()
+            loop.run_until_complete(store(value))
+            loop.close()
+            loops.append(weakref.ref(loop))
+        del loop
+        gc.collect()
+        # The last loop's client is let go when the next loop builds one.
+        assert server.wait_for_connected_clients(1) == 1
+        assert [loop for loop in loops if loop() is not None] == [loops[-1]]
+        asyncio.run(store("last"))
+        gc.collect()
+        assert server.wait_for_connected_clients(0) == 0
+        assert [loop for loop in loops if loop() is not None] == []
+
+    assert [
+        (category, message)
+        for category, message in caught
+        if not (category is ResourceWarning and UNCLOSED.match(message))
+    ] == []
+    assert any(message.startswith("unclosed transport") for _, message in caught)
+    let_go = [
+        record
+        for record in caplog.records
+        if record.name == "flask_and_redis"
+        and "was closed without loop.shutdown_asyncgens()" in record.getMessage()
+    ]
+    assert len(let_go) == 50
+    assert {record.levelno for record in let_go} == {logging.WARNING}
+    assert "clients in 0 event loops" in repr(app.extensions["redis"]["REDIS"])
+
+
+def test_a_loop_stopped_but_not_closed_keeps_its_client(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    app = async_app(make_app, server)
+    redis = Redis(app)
+
+    async def client() -> Any:
+        await redis.incr("counter")
+        return redis.connection
+
+    first_loop, second_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        with app.app_context():
+            first = first_loop.run_until_complete(client())
+            # Building the second loop's client looks for closed loops: the
+            # first is only stopped, and may run again.
+            second = second_loop.run_until_complete(client())
+            assert first_loop.run_until_complete(client()) is first
+        assert second is not first
+        assert server.connected_clients() == 2
+    finally:
+        for loop in (first_loop, second_loop):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
     assert server.wait_for_connected_clients(0) == 0
 
 
