@@ -78,8 +78,11 @@ def test_ping_shows_each_prefix_masked_with_its_server(
     )
     assert lines[1].startswith(f"CACHE  redis://127.0.0.1:{redis_server.port}/2  PONG")
     with redis_server.client() as client:
-        version = client.info("server")["redis_version"]
-    assert all(line.endswith(f" ms, Redis {version}") for line in lines)
+        info = client.info("server")
+    # Valkey reports its own name and version beside a Redis-compatible one.
+    name = "Valkey" if "valkey_version" in info else "Redis"
+    version = info.get("valkey_version", info["redis_version"])
+    assert all(line.endswith(f" ms, {name} {version}") for line in lines)
     assert AUTH_PASSWORD not in result.output
 
 
