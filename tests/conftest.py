@@ -14,6 +14,8 @@ tests measure, are reported at the end of the run.
 
 from __future__ import annotations
 
+import gc
+import logging
 import socket
 import subprocess
 import time
@@ -101,6 +103,27 @@ def server_factory() -> Iterator[Callable[..., RedisServer]]:
     yield start
     for server in reversed(servers):
         server.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A private server: its connection count is this test's alone."""
+    return server_factory()
+
+
+@pytest.fixture
+def no_asyncio_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test that leaves an unclosed client or a never-awaited coroutine
+    behind (their warnings are errors), or makes asyncio log an error, such
+    as one from closing a client at loop shutdown."""
+    yield
+    gc.collect()
+    problems = [
+        record.getMessage()
+        for record in caplog.get_records("call")
+        if record.name.startswith("asyncio") and record.levelno >= logging.WARNING
+    ]
+    assert problems == []
 
 
 @pytest.fixture

@@ -18,12 +18,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-
-import pytest
 
 from servers import RedisServer, free_port
 
@@ -72,12 +70,6 @@ redis = Redis(app)
 """
     + VIEW
 )
-
-
-@pytest.fixture
-def server(server_factory: Callable[..., RedisServer]) -> RedisServer:
-    """A private Redis server: its connection count is this test's alone."""
-    return server_factory()
 
 
 class AppServer:

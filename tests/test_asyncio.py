@@ -42,6 +42,8 @@ from servers import ACL_USERS, AUTH_PASSWORD, RedisServer
 
 MakeApp = Callable[..., Flask]
 
+pytestmark = pytest.mark.usefixtures("no_asyncio_leaks")
+
 ASYNC = "redis.asyncio.Redis"
 
 
@@ -51,27 +53,6 @@ class TaggedAsyncRedis(redis_asyncio.Redis):
     def __init__(self, *args: Any, tag: str = "none", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tag = tag
-
-
-@pytest.fixture(autouse=True)
-def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test that leaves an unclosed client or a never-awaited coroutine
-    behind (their warnings are errors), or makes asyncio log an error, such
-    as one from closing a client at loop shutdown."""
-    yield
-    gc.collect()
-    problems = [
-        record.getMessage()
-        for record in caplog.get_records("call")
-        if record.name.startswith("asyncio") and record.levelno >= logging.WARNING
-    ]
-    assert problems == []
-
-
-@pytest.fixture
-def server(server_factory: Callable[..., RedisServer]) -> RedisServer:
-    """A private server: its connection count is this test's alone."""
-    return server_factory()
 
 
 def async_app(make_app: MakeApp, server: RedisServer, **config: Any) -> Flask:

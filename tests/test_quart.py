@@ -8,8 +8,6 @@ client or connection fails the test that left it.
 from __future__ import annotations
 
 import asyncio
-import gc
-import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,24 +21,7 @@ from servers import RedisServer
 ASYNC = "redis.asyncio.Redis"
 MakeQuartApp = Callable[..., quart.Quart]
 
-
-@pytest.fixture(autouse=True)
-def no_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """See tests/test_asyncio.py."""
-    yield
-    gc.collect()
-    problems = [
-        record.getMessage()
-        for record in caplog.get_records("call")
-        if record.name.startswith("asyncio") and record.levelno >= logging.WARNING
-    ]
-    assert problems == []
-
-
-@pytest.fixture
-def server(server_factory: Callable[..., RedisServer]) -> RedisServer:
-    """A private server: its connection count is this test's alone."""
-    return server_factory()
+pytestmark = pytest.mark.usefixtures("no_asyncio_leaks")
 
 
 @pytest.fixture
