@@ -379,6 +379,9 @@ class TLSProxy:
             selectors.DefaultSelector() as selector,
         ):
             selector.register(self._closing, selectors.EVENT_READ)
+            # As redis-server does: without it, each TLS handshake waits about
+            # 40 ms for a delayed acknowledgement (Nagle's algorithm).
+            tls.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             tls.setblocking(False)
             try:
                 self._complete(selector, tls, tls.do_handshake)
