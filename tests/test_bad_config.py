@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -417,20 +418,26 @@ def test_any_config_either_works_or_fails_with_a_configuration_error(
     root.addHandler(records)
     root.setLevel(logging.DEBUG)
     shown: list[str] = []
-    try:
-        redis = Redis(app)
-    except ConfigurationError as error:
-        shown += [str(error), repr(error), error.key]
-        shown.append("".join(traceback.format_exception(error)))
-    else:
-        settings_ = redis.settings_for(app)
-        shown += [repr(redis), repr(settings_), settings_.url]
-        shown.append(repr(settings_.masked_kwargs()))
-        redis.connection.close()
-    finally:
-        root.removeHandler(records)
-        root.setLevel(level)
+    # redis-py warns about its deprecated keywords (REDIS_RETRY_ON_TIMEOUT):
+    # the warnings are its to give, and are looked at for secrets too.
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always", DeprecationWarning)
+        try:
+            redis = Redis(app)
+        except ConfigurationError as error:
+            shown += [str(error), repr(error), error.key]
+            shown.append("".join(traceback.format_exception(error)))
+        else:
+            settings_ = redis.settings_for(app)
+            shown += [repr(redis), repr(settings_), settings_.url]
+            shown.append(repr(settings_.masked_kwargs()))
+            redis.connection.close()
+        finally:
+            root.removeHandler(records)
+            root.setLevel(level)
     shown += [record.getMessage() for record in records.records]
+    shown += [str(warning.message) for warning in warned]
+    assert all(issubclass(warning.category, DeprecationWarning) for warning in warned)
 
     leaks = [text for text in shown if any(secret in text for secret in secrets)]
     assert leaks == []
