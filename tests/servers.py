@@ -44,6 +44,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 __all__ = [
+    "SwitchMasterAnnouncements",
     "ACL_RULES",
     "ACL_USERS",
     "AUTH_PASSWORD",
@@ -1065,6 +1066,43 @@ class SentinelGroup:
     def replicas(self) -> list[RedisServer]:
         master = self.master()
         return [server for server in self.servers if server is not master]
+
+
+class SwitchMasterAnnouncements:
+    """``+switch-master`` as a test hears it from every sentinel of a group
+    itself: when, and the new master's address, one entry per sentinel."""
+
+    def __init__(self, group: SentinelGroup) -> None:
+        self.heard: list[tuple[float, tuple[str, int]]] = []
+        self._clients = [sentinel.client() for sentinel in group.sentinels]
+        self._workers = []
+        for client in self._clients:
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub.subscribe(**{"+switch-master": self._heard})
+            self._workers.append(pubsub.run_in_thread(sleep_time=0.01, daemon=True))
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        heard = time.monotonic()
+        # "<master name> <old ip> <old port> <new ip> <new port>"
+        fields = message["data"].decode().split()
+        self.heard.append((heard, (fields[3], int(fields[4]))))
+
+    @property
+    def first(self) -> tuple[float, tuple[str, int]] | None:
+        """The earliest announcement heard, if any."""
+        return min(self.heard) if self.heard else None
+
+    def time(self) -> float | None:
+        """When the first announcement was heard, if one was."""
+        first = self.first
+        return None if first is None else first[0]
+
+    def close(self) -> None:
+        for worker in self._workers:
+            worker.stop()
+            worker.join(5)
+        for client in self._clients:
+            client.close()
 
 
 def replica_linked(server: RedisServer) -> bool:

@@ -35,7 +35,13 @@ from redis.exceptions import RedisClusterException
 
 from flask_and_redis import Redis
 
-from servers import RedisServer, SentinelGroup, ServerCluster, replica_linked
+from servers import (
+    RedisServer,
+    SentinelGroup,
+    ServerCluster,
+    SwitchMasterAnnouncements,
+    replica_linked,
+)
 
 MakeApp = Callable[..., Flask]
 ReportFigure = Callable[[str], None]
@@ -301,37 +307,6 @@ def values_on(client: redis_py.Redis, writes: Sequence[Write]) -> set[str]:
 # -- Sentinel
 
 
-class Announcements:
-    """``+switch-master``, as the test hears it from the sentinels itself:
-    when first, and the new master's address."""
-
-    def __init__(self, group: SentinelGroup) -> None:
-        self.first: tuple[float, tuple[str, int]] | None = None
-        self._clients = [sentinel.client() for sentinel in group.sentinels]
-        self._workers = []
-        for client in self._clients:
-            pubsub = client.pubsub()
-            pubsub.subscribe(**{"+switch-master": self._heard})
-            self._workers.append(pubsub.run_in_thread(sleep_time=0.01, daemon=True))
-
-    def _heard(self, message: dict[str, Any]) -> None:
-        heard = time.monotonic()
-        # "<master name> <old ip> <old port> <new ip> <new port>"
-        fields = message["data"].decode().split()
-        if self.first is None:
-            self.first = (heard, (fields[3], int(fields[4])))
-
-    def time(self) -> float | None:
-        return None if self.first is None else self.first[0]
-
-    def close(self) -> None:
-        for worker in self._workers:
-            worker.stop()
-            worker.join(5)
-        for client in self._clients:
-            client.close()
-
-
 class Followed(logging.Handler):
     """When the extension followed the announcement: it logs it then."""
 
@@ -363,7 +338,7 @@ def fail_over_under_load(
     # The extension's defaults: redis-py's retries, which ride out the
     # seconds before a killed master is replaced.
     app = create_app(make_app, REDIS_URL=group.url())
-    announcements = Announcements(group)
+    announcements = SwitchMasterAnnouncements(group)
     try:
         with following() as followed, Load(app) as load:
             caused, announced = load.run_through(cause, announcements.time)

@@ -27,7 +27,7 @@ from flask_and_redis import (
     client_settings_from_config,
 )
 
-from servers import RedisServer, SentinelGroup
+from servers import RedisServer, SentinelGroup, SwitchMasterAnnouncements
 
 MakeApp = Callable[..., Flask]
 RecordTiming = Callable[[str, float], None]
@@ -520,29 +520,6 @@ class Writer:
         self._thread.join(30)
 
 
-class Announcements:
-    """The test's own ears: +switch-master heard from every sentinel."""
-
-    def __init__(self, group: SentinelGroup) -> None:
-        self.heard: list[float] = []
-        self._clients = [sentinel.client() for sentinel in group.sentinels]
-        self._workers = []
-        for client in self._clients:
-            pubsub = client.pubsub()
-            pubsub.subscribe(**{"+switch-master": self._heard})
-            self._workers.append(pubsub.run_in_thread(sleep_time=0.01, daemon=True))
-
-    def _heard(self, message: dict[str, Any]) -> None:
-        self.heard.append(time.monotonic())
-
-    def close(self) -> None:
-        for worker in self._workers:
-            worker.stop()
-            worker.join(5)
-        for client in self._clients:
-            client.close()
-
-
 def wait_for(what: str, check: Callable[[], bool], deadline: float) -> None:
     end = time.monotonic() + deadline
     while not check():
@@ -571,7 +548,7 @@ def fail_over(
     announcement. Return the writer, and when the failover was caused and
     first announced."""
     writer = Writer(redis, app)
-    announcements = Announcements(group)
+    announcements = SwitchMasterAnnouncements(group)
     try:
         wait_for(
             "writes before the failover", lambda: len(writer.acknowledged) > 20, 10
@@ -581,7 +558,8 @@ def fail_over(
         wait_for(
             "an announcement", lambda: bool(announcements.heard), FAILOVER_DEADLINE
         )
-        announced = min(announcements.heard)
+        announced = announcements.time()
+        assert announced is not None
         wait_for(
             "writes after the grace period",
             lambda: writer.last_acknowledged() > announced + GRACE + 0.5,
