@@ -1442,11 +1442,7 @@ def _check_connects_lazily(
     # would fail (after the retries) whenever Redis is down at start-up.
     if not kwargs.get("single_connection_client"):
         return
-    try:
-        from redis import Redis as SynchronousRedis
-    except ImportError:  # pragma: no cover - a custom provider without redis-py
-        return
-    if isinstance(client_class, type) and issubclass(client_class, SynchronousRedis):
+    if _is_redis_class(client_class):
         raise ConfigurationError(
             places["single_connection_client"],
             f"True makes {_class_name(client_class)} connect when it is built,"
@@ -1694,23 +1690,23 @@ def _topology(
     return "server", None
 
 
-def _is_redis_class(client_class: object) -> bool:
-    # Loaded already if client_class comes from it: no import needed to check.
-    client = sys.modules.get("redis.client")
+def _is_subclass(client_class: object, module: str, name: str) -> bool:
+    # The module is loaded already if client_class comes from it: no import
+    # is needed to check, and none is made without redis-py.
+    loaded = sys.modules.get(module)
     return (
-        client is not None
+        loaded is not None
         and isinstance(client_class, type)
-        and issubclass(client_class, client.Redis)
+        and issubclass(client_class, getattr(loaded, name))
     )
+
+
+def _is_redis_class(client_class: object) -> bool:
+    return _is_subclass(client_class, "redis.client", "Redis")
 
 
 def _is_cluster_class(client_class: object) -> bool:
-    cluster = sys.modules.get("redis.cluster")
-    return (
-        cluster is not None
-        and isinstance(client_class, type)
-        and issubclass(client_class, cluster.RedisCluster)
-    )
+    return _is_subclass(client_class, "redis.cluster", "RedisCluster")
 
 
 def _cluster_client_class() -> type[t.Any]:
