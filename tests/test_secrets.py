@@ -267,6 +267,20 @@ def test_a_password_as_the_user_name_of_a_url_is_not_shown(
         # So does one with an unescaped "&", up to the next option.
         ("redis://host/0?password=p&w&db=1", "redis://host/0?password=***&db=1"),
         ("redis://host:6379/0", "redis://host:6379/0"),
+        ("redis://app:@host/0", "redis://app:***@host/0"),
+        ("redis://app:p:w@host/0", "redis://app:***@host/0"),
+        ("redis://app:p?w@host/0", "redis://app:***@host/0"),
+        ("rediss://app:p%40ss%2Fw@host/0", "rediss://app:***@host/0"),
+        ("redis://host/0?db=1&password=pw", "redis://host/0?db=1&password=***"),
+        # Everything before the last "@" is masked, so an "@" in a query value
+        # hides the host too: a password's unescaped "?" must not end the mask.
+        ("redis://app:pw@host/0?x=a@b", "redis://app:***@b"),
+        ("redis://[::1]:6379/0", "redis://[::1]:6379/0"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        ("redis+sentinel://:pw@h1,h2:26380/m", "redis+sentinel://:***@h1,h2:26380/m"),
+        ("redis+cluster://app:pw@h1:7000,h2", "redis+cluster://app:***@h1:7000,h2"),
+        ("host:6379", "host:6379"),
+        ("", ""),
     ],
 )
 def test_mask_url(url: str, shown: str) -> None:
