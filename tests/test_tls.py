@@ -13,7 +13,7 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from flask_and_redis import ConfigurationError, Redis
+from flask_and_redis import Redis
 
 from servers import RedisServer, TLSFiles
 
@@ -130,15 +130,6 @@ def count_tls_handshakes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(ssl.SSLContext, "wrap_socket", counting)
     return count
-
-
-def test_a_ca_file_that_does_not_exist_is_a_configuration_error() -> None:
-    app = Flask(__name__)
-    app.config.update(REDIS_SSL=True, REDIS_SSL_CA_CERTS="/nonexistent/ca.pem")
-
-    with pytest.raises(ConfigurationError, match="REDIS_SSL_CA_CERTS") as error:
-        Redis(app)
-    assert "the path of an existing file" in str(error.value)
 
 
 def test_verification_stays_on_unless_turned_off(
