@@ -928,7 +928,45 @@ def _wait_for(what: str, check: Any, deadline: float, log: Any = None) -> None:
         time.sleep(0.01)
 
 
-class SentinelGroup:
+_Started = TypeVar("_Started", bound="_Servers")
+
+
+class _Servers:
+    """Servers started and stopped together: a subclass starts them in
+    :meth:`start`, which returns once they are ready, and lists them in
+    :attr:`members`. If starting fails, those started are stopped."""
+
+    def __init__(self) -> None:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self: _Started) -> _Started:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def members(self) -> list[RedisServer]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for server in self.members:
+            server.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {server!r}\n{server.log_tail()}" for server in self.members
+        )
+
+
+class SentinelGroup(_Servers):
     """A master, its replicas, and the sentinels that watch them.
 
     The replicas are linked to the master before the sentinels start, so the
@@ -958,17 +996,7 @@ class SentinelGroup:
         #: The data servers; the first was the master when the group started.
         self.servers: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __enter__(self) -> SentinelGroup:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__()
 
     def __repr__(self) -> str:
         return (
@@ -1020,15 +1048,10 @@ class SentinelGroup:
                 return False
         return True
 
-    def stop(self) -> None:
-        for server in [*self.sentinels, *self.servers]:
-            server.stop()
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {server!r}\n{server.log_tail()}"
-            for server in [*self.servers, *self.sentinels]
-        )
+    @property
+    def members(self) -> list[RedisServer]:
+        # The sentinels first: stopped first, they start no failover.
+        return [*self.sentinels, *self.servers]
 
     # -- Asking the sentinels
 
@@ -1115,7 +1138,7 @@ def replica_linked(server: RedisServer) -> bool:
 # -- Cluster
 
 
-class ServerCluster:
+class ServerCluster(_Servers):
     """A Redis Cluster of masters and their replicas, made with
     ``redis-cli --cluster create``.
 
@@ -1135,17 +1158,7 @@ class ServerCluster:
         self._replica_count = replicas
         self.node_timeout_ms = node_timeout_ms
         self.nodes: list[RedisServer] = []
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __enter__(self) -> ServerCluster:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__()
 
     def __repr__(self) -> str:
         return f"<ServerCluster {[node.port for node in self.nodes]}>"
@@ -1194,12 +1207,9 @@ class ServerCluster:
                     return False
         return True
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {node!r}\n{node.log_tail()}" for node in self.nodes)
+    @property
+    def members(self) -> list[RedisServer]:
+        return self.nodes
 
     # -- Asking the nodes
 
