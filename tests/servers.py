@@ -45,6 +45,7 @@ from redis.retry import Retry
 
 __all__ = [
     "SwitchMasterAnnouncements",
+    "Workers",
     "ACL_RULES",
     "ACL_USERS",
     "AUTH_PASSWORD",
@@ -1133,6 +1134,41 @@ def replica_linked(server: RedisServer) -> bool:
     with server.client() as client:
         info = client.info("replication")
     return bool(info["role"] == "slave" and info["master_link_status"] == "up")
+
+
+# -- Load
+
+
+_Working = TypeVar("_Working", bound="Workers")
+
+
+class Workers:
+    """Threads that call :meth:`work` with their number, 0 to *count* - 1,
+    while the ``with`` block runs: ``work`` loops until :attr:`stopping` is
+    set. Leaving the block sets it and waits for each thread up to *deadline*
+    seconds; one still working then fails the test."""
+
+    def __init__(self, count: int, deadline: float) -> None:
+        self.stopping = threading.Event()
+        self._deadline = deadline
+        self._threads = [
+            threading.Thread(target=self.work, args=(number,), daemon=True)
+            for number in range(count)
+        ]
+
+    def work(self, number: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Working) -> _Working:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(self._deadline)
+        assert not any(thread.is_alive() for thread in self._threads)
 
 
 # -- Cluster

@@ -40,6 +40,7 @@ from servers import (
     SentinelGroup,
     ServerCluster,
     SwitchMasterAnnouncements,
+    Workers,
     replica_linked,
 )
 
@@ -86,35 +87,20 @@ def create_app(make_app: MakeApp, **config: Any) -> Flask:
     return app
 
 
-class Load:
+class Load(Workers):
     """Threads writing ``load:<writer>:<n>`` through the app, one write after
     the other, until stopped; every write is recorded."""
 
     def __init__(self, app: Flask) -> None:
+        super().__init__(WRITERS, FAILOVER_DEADLINE)
         self.app = app
         self._writes: list[Write] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._write, args=(writer,), daemon=True)
-            for writer in range(WRITERS)
-        ]
 
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(FAILOVER_DEADLINE)
-        assert not any(thread.is_alive() for thread in self._threads)
-
-    def _write(self, writer: int) -> None:
+    def work(self, writer: int) -> None:
         client = self.app.test_client()
         for number in range(WRITES_PER_WRITER):
-            if self._stop.is_set():
+            if self.stopping.is_set():
                 break
             key, value = f"load:{writer}:{number}", f"{writer}#{number}"
             started = time.monotonic()

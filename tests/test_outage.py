@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 
 from flask_and_redis import Redis
 
-from servers import RedisServer
+from servers import RedisServer, Workers
 
 MakeApp = Callable[..., Flask]
 
@@ -97,30 +97,17 @@ def serving(app: Flask) -> Iterator[int]:
         thread.join(PHASE_DEADLINE)
 
 
-class Traffic:
+class Traffic(Workers):
     """Threads requesting ``/hit`` one after the other until stopped."""
 
     def __init__(self, port: int, threads: int) -> None:
+        super().__init__(threads, PHASE_DEADLINE)
         self.port = port
         self.responses: list[Response] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [
-            threading.Thread(target=self._run, daemon=True) for _ in range(threads)
-        ]
 
-    def __enter__(self) -> Traffic:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(PHASE_DEADLINE)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def work(self, number: int) -> None:
+        while not self.stopping.is_set():
             started = time.monotonic()
             # The HTTP timeout is far beyond the deadline: a hang shows as a
             # long duration, which the test reports, not as a client error.
