@@ -130,13 +130,16 @@ def no_asyncio_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 
 @pytest.fixture
 def make_app() -> Iterator[Callable[..., Flask]]:
-    """Make Flask apps: ``make_app(REDIS_URL=…, name=…)``. The Redis clients
-    registered on them are closed after the test (asyncio ones close with
-    their event loops)."""
+    """Make Flask apps: ``make_app(REDIS_URL=…, name=…)``, or apps of another
+    class, such as ``app_class=quart.Quart``. The Redis clients registered on
+    them are closed after the test (asyncio ones close with their event
+    loops)."""
     apps: list[Flask] = []
 
-    def make(name: str = "test_app", **config: Any) -> Flask:
-        app = Flask(name)
+    def make(
+        name: str = "test_app", app_class: Callable[[str], Any] = Flask, **config: Any
+    ) -> Flask:
+        app = app_class(name)
         app.config.update(config)
         apps.append(app)
         return app

@@ -8,13 +8,14 @@ client or connection fails the test that left it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import quart
 
-from flask_and_redis import LoopLocalClient, Redis
+from flask_and_redis import Redis
 
 from servers import RedisServer
 
@@ -25,21 +26,9 @@ pytestmark = pytest.mark.usefixtures("no_asyncio_leaks")
 
 
 @pytest.fixture
-def make_quart_app() -> Iterator[MakeQuartApp]:
-    """Make Quart apps; their sync clients are closed after the test."""
-    apps: list[quart.Quart] = []
-
-    def make(name: str = "quart_app", **config: Any) -> quart.Quart:
-        app = quart.Quart(name)
-        app.config.update(config)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        for client in app.extensions.get("redis", {}).values():
-            if not isinstance(client, LoopLocalClient):
-                client.close()
+def make_quart_app(make_app: Callable[..., Any]) -> MakeQuartApp:
+    """Make Quart apps as ``make_app`` makes Flask ones."""
+    return functools.partial(make_app, name="quart_app", app_class=quart.Quart)
 
 
 def counting_app(
