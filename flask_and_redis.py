@@ -16,11 +16,14 @@ the extension itself::
     with app.app_context():
         redis.set("greeting", "hello")
 
-The module is the whole runtime: it can be installed or copied into a project.
-Its sections, top to bottom: configuration (pure functions from app config to
-client keyword arguments), client construction (including following Sentinel
-failovers), the extension, the ``flask redis`` command, and integrations with
-other Flask extensions.
+The module is the whole runtime: install it, or copy this one file into a
+project. Its sections, in the order a reader asks about them: 1. the
+extension, :class:`Redis`; 2. settings, what a client is built from
+(:class:`ClientSettings`); 3. reading the config, one pass from ``app.config``
+to the client's keyword arguments (:func:`client_settings_from_config`);
+4. checking values; 5. URLs; 6. topologies: the client class, Sentinel and
+Cluster; 7. building clients; 8. following Sentinel failovers; 9. asyncio;
+10. the ``flask redis`` command; 11. integrations.
 """
 
 from __future__ import annotations
@@ -45,29 +48,13 @@ import typing as t
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
-
-try:  # The context variable behind flask.current_app: one C call, no proxy.
-    from flask.globals import _cv_app as _app_context
-except ImportError:  # pragma: no cover - only a future Flask would lack it
-    from flask.globals import app_ctx as _app_ctx_proxy
-
-    class _AppContextVar:
-        def get(self, default: t.Any) -> t.Any:
-            try:
-                return _app_ctx_proxy._get_current_object()  # type: ignore[attr-defined]
-            except RuntimeError:
-                return default
-
-    _app_context = _AppContextVar()  # type: ignore[assignment]
-
-# Bound once: CPython compiles a call on an imported name (_app_context.get(…))
-# without its method-call fast path, so each call would make a bound method.
-_current_app_context = _app_context.get
+from flask.cli import ScriptInfo
+from flask.globals import _cv_app  # flask.current_app's context variable
 
 if t.TYPE_CHECKING:
     # For type checkers the extension is a redis-py client, so that calls
@@ -87,13 +74,14 @@ else:
     ClientT = t.TypeVar("ClientT")
 
 __all__ = [
+    "CACHE_CONFIG_PREFIX_KEY",
     "ClientSettings",
     "ClusterSettings",
-    "CACHE_CONFIG_PREFIX_KEY",
     "ConfigurationError",
     "LoopLocalClient",
     "Redis",
     "SentinelSettings",
+    "cli",
     "client_settings_from_config",
     "flask_caching_backend",
     "mask_url",
@@ -101,28 +89,6 @@ __all__ = [
 __version__ = "2.0.0.dev0"
 
 logger = logging.getLogger("flask_and_redis")
-
-_DEFAULT_CLIENT_CLASS = "redis.Redis"
-_CLUSTER_CLIENT_CLASS = "redis.cluster.RedisCluster"
-
-# Keys of a prefix that are not client keyword arguments.
-_OWN_KEYS = (
-    "URL",
-    "CLASS",
-    "OPTIONS",
-    "CONNECTION_POOL_CLASS",
-    "CONNECTION_POOL_TIMEOUT",
-    "CLUSTER",
-    "CLUSTER_NODES",
-    "SENTINELS",
-)
-# Keys for the connections to the sentinels, not to the master.
-_SENTINEL_KEYS = (
-    "SENTINEL_MASTER",
-    "SENTINEL_USERNAME",
-    "SENTINEL_PASSWORD",
-    "SENTINEL_OPTIONS",
-)
 
 
 class ConfigurationError(ValueError):
@@ -142,7 +108,560 @@ class ConfigurationError(ValueError):
         self.key = key
 
 
-# -- Configuration: showing values without secrets ---------------------------
+# == 1. The extension ===========================================================
+
+
+class Redis(_ClientInterface, t.Generic[ClientT]):
+    """The Redis extension: a client per app, configured from ``app.config``.
+
+    Every public attribute of the client -- ``get``, ``set``, ``pipeline``,
+    ``pubsub``, … -- is available on the extension and resolves to the client
+    of the current app; so is item access (``redis["key"]``). The client itself
+    is :attr:`connection` and ``app.extensions["redis"][prefix]``.
+
+    :param app: the app to register on now; or call :meth:`init_app` later.
+    :param config_prefix: the prefix of the config keys, ``"REDIS"`` by
+        default; use one extension, with its own prefix, per database.
+    :param client_kwargs: keyword arguments for the client class, used as
+        defaults under the app's config (``Redis(decode_responses=True)``).
+        ``strict`` is accepted and ignored, as in flask-redis.
+    """
+
+    __slots__: tuple[str, ...] = ("__weakref__", "_bindings", "_last", "_lock")
+    __slots__ += ("client_kwargs", "config_prefix", "provider")
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        config_prefix: str = "REDIS",
+        **client_kwargs: t.Any,
+    ) -> None:
+        #: The config prefix used when :meth:`init_app` is given none.
+        self.config_prefix = _checked_prefix(config_prefix)
+        #: Client keyword arguments given in code, under each app's config.
+        self.client_kwargs = _without_strict(client_kwargs)
+        #: The client class given to :meth:`from_custom_provider`, if any.
+        self.provider: Callable[..., t.Any] | None = None
+        self._bindings: weakref.WeakKeyDictionary[Flask, _Binding]
+        self._bindings = weakref.WeakKeyDictionary()
+        # The app last resolved and its binding: the hot path is one identity
+        # check against the current app. It keeps that one app alive until
+        # another is used; registrations themselves are held weakly.
+        self._last: tuple[object, _Binding] = (_NO_APP, t.cast("_Binding", None))
+        # Serialises registering and resolving an app off the hot path, so a
+        # lookup that began before an init_app cannot cache its stale answer.
+        self._lock = threading.Lock()
+        if app is not None:
+            self.init_app(app)
+
+    @classmethod
+    def from_custom_provider(
+        cls, provider: Callable[..., ClientT], app: Flask | None = None, **kwargs: t.Any
+    ) -> Redis[ClientT]:
+        """Make an extension whose clients are built by *provider*, in the
+        place of ``<prefix>_CLASS``: flask-redis's way to swap the client
+        class (``fakeredis.FakeRedis`` in tests). It needs no ``from_url``.
+
+        :param kwargs: ``config_prefix`` and client keyword arguments.
+        :raise AssertionError: *provider* is ``None`` (as in flask-redis).
+        """
+        if provider is None:
+            raise AssertionError(
+                "The custom provider is None; pass the client class to use,"
+                " such as fakeredis.FakeRedis."
+            )
+        extension = cls(**kwargs)
+        extension.provider = provider
+        if app is not None:
+            extension.init_app(app)
+        return extension
+
+    def init_app(
+        self, app: Flask, config_prefix: str | None = None, **client_kwargs: t.Any
+    ) -> None:
+        """Register the extension on *app*: read and check its config, build
+        its client, and store it in ``app.extensions["redis"][prefix]``.
+        Makes no connection.
+
+        :param config_prefix: the prefix for this app; defaults to the
+            extension's own.
+        :param client_kwargs: client keyword arguments for this app, over the
+            extension's and under the app's config.
+        :raise ConfigurationError: a config value that cannot be used.
+        :raise RuntimeError: the app has this extension already, or another
+            one with the same prefix.
+        """
+        prefix = self.config_prefix
+        if config_prefix is not None:
+            prefix = _checked_prefix(config_prefix)
+        registered = app.extensions.get("redis", {})
+        suggestion = f"Redis(app, config_prefix={_free_prefix(registered, prefix)!r})"
+        if app in self._bindings:
+            raise RuntimeError(
+                f"This Redis extension is already registered on the app {app.name!r}"
+                f" (prefix {self._bindings[app].settings.prefix!r}); call init_app"
+                f" once per app. For another database, create another extension:"
+                f" {suggestion}."
+            )
+        if prefix in registered:
+            raise RuntimeError(
+                f"Another Redis extension is already registered on the app"
+                f" {app.name!r} with the prefix {prefix!r}. Import and use that one,"
+                f" or give this one a prefix of its own: {suggestion}."
+            )
+        settings = client_settings_from_config(
+            app.config,
+            prefix,
+            client_class=self.provider,
+            defaults={**self.client_kwargs, **_without_strict(client_kwargs)},
+        )
+        binding = _bind(settings)
+        with self._lock:
+            self._bindings[app] = binding
+            self._last = (_NO_APP, self._last[1])
+        # With the app gone, a cached answer for "outside of a context" is
+        # stale too. The callback holds the extension weakly and takes no
+        # lock: it may run in the middle of anything.
+        weakref.finalize(app, _forget_last_app, weakref.ref(self))
+        app.extensions.setdefault("redis", _Clients()).bindings[prefix] = binding
+        if "redis" not in app.cli.commands:  # a command of the app's own wins
+            app.cli.add_command(cli)
+        name = _class_name(settings.client_class)
+        logger.debug("%s on app %r: %s to %s", prefix, app.name, name, settings.url)
+
+    @property
+    def connection(self) -> ClientT:  # type: ignore[override]
+        """The client of the current app (for an asyncio client class, the
+        running event loop's). In a hot loop, take it once and call it."""
+        client: ClientT = self._current_binding().client
+        return client
+
+    @property
+    def replica(self) -> t.Any:
+        """The replica client of the current app, for reads that may lag the
+        master a little: with Sentinel only (see :doc:`sentinel`).
+
+        .. versionadded:: 2.0
+        """
+        binding = self._current_binding()
+        if binding.replica is not None:
+            return binding.replica
+        prefix = binding.settings.prefix
+        raise RuntimeError(
+            f"{prefix} has no replica client: replicas are found through Redis"
+            f" Sentinel, and {prefix} is not configured for it. Set"
+            f" {prefix}_SENTINELS and {prefix}_SENTINEL_MASTER, or a"
+            f" redis+sentinel:// {prefix}_URL; or read from the client itself."
+        )
+
+    def settings_for(self, app: Flask) -> ClientSettings:
+        """The settings *app*'s client was built with."""
+        return self._find_binding(app).settings
+
+    def _current_binding(self) -> _Binding:
+        app = _cv_app.get(_NO_CONTEXT).app
+        cached_app, binding = self._last
+        return binding if app is cached_app else self._find_binding(app)
+
+    def _find_binding(self, app: Flask | None) -> _Binding:
+        with self._lock:
+            if app is not None:
+                binding = self._bindings.get(app)
+                if binding is None:
+                    raise RuntimeError(
+                        f"The current application {app.name!r} is not registered"
+                        f" with this Redis extension (prefix {self.config_prefix!r})."
+                        " Call init_app(app) on it in your app factory, or use the"
+                        " extension that was registered on this app."
+                    )
+            elif len(self._bindings) == 1:
+                binding = next(iter(self._bindings.values()))
+            else:
+                # Quart keeps its app context apart from Flask's. Not cached:
+                # the next call may come from another Quart app.
+                quart = sys.modules.get("quart")
+                if quart is not None and quart.has_app_context():
+                    quart_app = quart.current_app._get_current_object()
+                    if quart_app in self._bindings:
+                        return self._bindings[quart_app]
+                raise RuntimeError(
+                    "Working outside of application context, and this Redis"
+                    f" extension (prefix {self.config_prefix!r}) is registered on"
+                    f" {len(self._bindings)} applications, so it cannot tell which"
+                    " client to use. Push an app context ('with"
+                    " app.app_context():'), or use app.extensions['redis'][prefix]."
+                    if self._bindings
+                    else f"This Redis extension (prefix {self.config_prefix!r}) is"
+                    " not registered on any application. Call redis.init_app(app),"
+                    " or create it with Redis(app)."
+                )
+            self._last = (app, binding)
+            return binding
+
+    if not t.TYPE_CHECKING:  # checkers see the client's attributes instead
+
+        def __contains__(self, name: t.Any) -> bool:
+            return name in self._current_binding().client
+
+    def __getitem__(self, name: t.Any) -> t.Any:
+        return self._current_binding().client[name]
+
+    def __setitem__(self, name: t.Any, value: t.Any) -> None:
+        self._current_binding().client[name] = value
+
+    def __delitem__(self, name: t.Any) -> None:
+        del self._current_binding().client[name]
+
+    def __repr__(self) -> str:
+        bindings = list(self._bindings.values())
+        app = _cv_app.get(_NO_CONTEXT).app
+        if app is not None:
+            bindings = [self._bindings[app]] if app in self._bindings else []
+        where = f"{self.config_prefix} on {len(bindings)} apps"
+        if len(bindings) == 1:
+            where = f"{bindings[0].settings.prefix} {bindings[0].settings.url}"
+        return f"<{type(self).__module__}.{type(self).__name__} {where}>"
+
+    def __copy__(self) -> Redis[ClientT]:
+        """A new extension with the same settings and registrations; apps
+        registered on it later are its own."""
+        copied = type(self)(config_prefix=self.config_prefix, **self.client_kwargs)
+        copied.provider = self.provider
+        for app, binding in list(self._bindings.items()):
+            copied._bindings[app] = binding
+            weakref.finalize(app, _forget_last_app, weakref.ref(copied))
+        return copied
+
+    def __reduce__(self) -> t.NoReturn:
+        raise TypeError(
+            "A Redis extension cannot be pickled: it holds live clients. Create it"
+            " at import time and call init_app(app) in each process instead."
+        )
+
+
+_NO_APP = object()  # never an app, and not None: matches no context
+_NO_CONTEXT = SimpleNamespace(app=None)  # the app context outside of one
+
+
+def _client_attribute(name: str, doc: str | None) -> property:
+    def get(self: Redis) -> t.Any:
+        # The path of every call through the extension: _current_binding is
+        # written out here, as a method call would add a third to its cost.
+        app = _cv_app.get(_NO_CONTEXT).app
+        cached_app, binding = self._last
+        if app is not cached_app:
+            binding = self._find_binding(app)
+        return getattr(binding.client, name)
+
+    def refuse(self: Redis, *value: object) -> t.NoReturn:
+        raise AttributeError(
+            f"{name!r} of a Redis extension is the current app's client's; it"
+            " cannot be set here. To replace it in a test, patch the client:"
+            f" mock.patch.object(redis.connection, {name!r})."
+        )
+
+    get.__name__ = name
+    return property(get, refuse, refuse, doc or f"``{name}`` of the current client.")
+
+
+def _expose_attributes(client: object, own_only: bool = False) -> None:
+    """Make the public attributes of *client* (a client or its class; with
+    *own_only*, those a client made later has of its own) properties of the
+    extension. It has no ``__getattr__``, which would slow every call down."""
+    client_class = client if isinstance(client, type) else type(client)
+    for name in getattr(client, "__dict__", ()) if own_only else dir(client):
+        if not name.startswith("_") and not hasattr(Redis, name):
+            attribute = getattr(client_class, name, None)
+            doc = inspect.getdoc(attribute) if inspect.isroutine(attribute) else None
+            setattr(Redis, name, _client_attribute(name, doc))
+
+
+def _forget_last_app(extension: weakref.ref[Redis[t.Any]]) -> None:
+    alive = extension()
+    if alive is not None:
+        alive._last = (_NO_APP, alive._last[1])
+
+
+def _without_strict(client_kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
+    """flask-redis's ``strict`` chose StrictRedis, which is Redis since redis-py 3."""
+    return {name: value for name, value in client_kwargs.items() if name != "strict"}
+
+
+def _checked_prefix(prefix: object) -> str:
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z]\w*(?<!_)", prefix):
+        raise ConfigurationError(
+            "config_prefix",
+            f"{prefix!r} is not a config prefix; expected letters, digits and"
+            " underscores, starting with a letter and not ending with '_', such as"
+            " 'REDIS' or 'CACHE_REDIS'.",
+        )
+    return prefix
+
+
+def _free_prefix(registered: Mapping[str, t.Any], prefix: str) -> str:
+    """A prefix like *prefix* that no extension of the app has: REDIS2, …"""
+    stem = prefix.rstrip("0123456789")
+    numbered = (f"{stem}{number}" for number in range(2, len(registered) + 3))
+    return next(name for name in numbered if name not in registered)
+
+
+class _Binding:
+    """One app's registration of one extension."""
+
+    __slots__ = ("client", "replica", "settings")
+
+    def __init__(self, settings: ClientSettings, client: t.Any, replica: t.Any) -> None:
+        self.settings, self.client, self.replica = settings, client, replica
+
+
+class _BuiltOnFirstUse(_Binding):
+    """The binding of a cluster, whose client connects as it is built: built
+    on first use, and stood in for until then (as Flask-Caching's client)."""
+
+    __slots__ = ("_built", "_lock")
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings, self.replica = settings, None
+        self._built: t.Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> t.Any:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    built = self.settings.create_client()
+                    _expose_attributes(built, own_only=True)
+                    self._built = built
+        return self._built
+
+    def __getattr__(self, name: str) -> t.Any:
+        if name.startswith("_"):  # also before __init__, as copy does
+            raise AttributeError(name)
+        return getattr(self.client, name)
+
+
+def _bind(settings: ClientSettings) -> _Binding:
+    """What serves one app and prefix: its client, a cluster client built on
+    first use, or for an asyncio client class a client per event loop. Makes
+    no connection; a value that redis-py refuses is a ConfigurationError."""
+    if isinstance(settings, ClusterSettings):  # it would connect
+        _expose_attributes(settings.client_class)
+        return _BuiltOnFirstUse(settings)
+    try:
+        # Built for asyncio too, where each event loop builds its own: so
+        # that what redis-py refuses is refused here.
+        client = settings.create_client()
+        replica = None
+        if isinstance(settings, SentinelSettings):
+            replica = settings.create_replica_client()
+    except (TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, ConfigurationError):
+            raise
+        # redis-py names no config key: name the keyword its message names.
+        text, key = str(error), f"{settings.prefix}_CLASS"
+        named = [name for name in settings.kwargs if name in text]
+        if named:
+            name = max(named, key=len)  # "ssl_ca_certs", not "ssl"
+            key = _place(settings.sources[name], name)
+        raise ConfigurationError(
+            key,
+            f"{_class_name(settings.client_class)}() refuses the settings:"
+            f" {_masked_text(text, settings)}",
+        ) from None
+    _expose_attributes(client)
+    if not settings.is_asyncio:
+        return _Binding(settings, client, replica)
+    if not hasattr(client, "aclose"):
+        raise ConfigurationError(
+            f"{settings.prefix}_CLASS",
+            f"{_class_name(settings.client_class)} is an asyncio client class"
+            " without aclose(), which closes a client with its event loop; use"
+            " redis-py 5.0.1 or later.",
+        )
+    return LoopLocalClient(settings)
+
+
+class _Clients(Mapping[str, t.Any]):
+    """``app.extensions["redis"]``: the client of each prefix of one app (a
+    cluster's is built on first access; an asyncio client class has its
+    :class:`LoopLocalClient`)."""
+
+    __slots__ = ("bindings",)
+
+    def __init__(self) -> None:
+        self.bindings: dict[str, _Binding] = {}
+
+    def __getitem__(self, prefix: str) -> t.Any:
+        binding = self.bindings[prefix]
+        return binding if isinstance(binding, LoopLocalClient) else binding.client
+
+    def __contains__(self, prefix: object) -> bool:
+        return prefix in self.bindings  # without building a cluster client
+
+    def __iter__(self) -> t.Iterator[str]:
+        return iter(self.bindings)
+
+    def __len__(self) -> int:
+        return len(self.bindings)
+
+    def __repr__(self) -> str:
+        return f"<clients of the prefixes {list(self.bindings)}>"
+
+
+def _registered_settings(app: Flask) -> dict[str, ClientSettings]:
+    """The settings of each prefix registered on *app*, in the order of
+    registration; builds no client."""
+    clients = app.extensions.get("redis")
+    bindings = clients.bindings if isinstance(clients, _Clients) else {}
+    return {prefix: binding.settings for prefix, binding in bindings.items()}
+
+
+# == 2. Settings ================================================================
+
+
+@dataclass(frozen=True, repr=False)
+class ClientSettings:
+    """The client one prefix of one app gets: its class and keyword arguments.
+
+    Made by :func:`client_settings_from_config`; :meth:`create_client` builds
+    the client. The ``repr`` and :attr:`url` mask passwords.
+
+    :param prefix: the config prefix, ``"REDIS"`` by default.
+    :param client_class: the class (or factory) the client is made with.
+    :param kwargs: the keyword arguments it is called with.
+    :param sources: where each keyword came from: the config key
+        (``"REDIS_URL"``, ``"REDIS_PORT"``, ``"REDIS_OPTIONS"``), ``"code"``
+        for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`,
+        or ``"default"`` for a value Flask-And-Redis sets itself (host name
+        verification when TLS is on, the retry policy).
+    :param connection_pool_class: the class of the client's pool
+        (``<prefix>_CONNECTION_POOL_CLASS``); ``None`` for the client's own.
+    :param connection_pool_kwargs: further keyword arguments of that class,
+        such as ``timeout`` (``<prefix>_CONNECTION_POOL_TIMEOUT``).
+    """
+
+    prefix: str
+    client_class: Callable[..., t.Any]
+    kwargs: Mapping[str, t.Any]
+    sources: Mapping[str, str] = field(default_factory=dict)
+    connection_pool_class: type | None = None
+    connection_pool_kwargs: Mapping[str, t.Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """Where the client connects, as a URL with the password masked."""
+        kwargs = self.masked_kwargs()
+        userinfo, database = _masked_userinfo(kwargs), kwargs.get("db", 0)
+        if kwargs.get("unix_socket_path"):
+            return f"unix://{userinfo}{kwargs['unix_socket_path']}?db={database}"
+        address = _host_and_port(kwargs.get("host", "localhost"), kwargs.get("port"))
+        return f"{self._scheme()}://{userinfo}{address}/{database}"
+
+    def masked_kwargs(self) -> dict[str, t.Any]:
+        """The keyword arguments with every secret replaced by ``***``; so is
+        the user name of a URL without a password, as :func:`mask_url` does
+        (``redis://secret@host`` is often a password in its place)."""
+        masked = {
+            name: _MASK if _SECRET_NAME.search(name) and value is not None else value
+            for name, value in self.kwargs.items()
+        }
+        if masked.get("username") and not masked.get("password"):
+            if self.sources.get("username") == f"{self.prefix}_URL":
+                masked["username"] = _MASK
+        return masked
+
+    def create_client(self) -> t.Any:
+        """Build the client. Makes no connection: redis-py connects lazily."""
+        if self.connection_pool_class is not None:
+            return _client_with_connection_pool(self)
+        return self.client_class(**self.kwargs)
+
+    @property
+    def is_asyncio(self) -> bool:
+        """Whether the client class is an asyncio one (``redis.asyncio.Redis``
+        or a subclass), whose connections belong to an event loop."""
+        execute_command = getattr(self.client_class, "execute_command", None)
+        return inspect.iscoroutinefunction(execute_command)
+
+    def _scheme(self, topology: str = "") -> str:
+        return ("rediss" if self.kwargs.get("ssl") else "redis") + topology
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(prefix={self.prefix!r},"
+            f" client_class={_class_name(self.client_class)}, url={self.url!r})"
+        )
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class SentinelSettings(ClientSettings):
+    """The clients of a master that Redis Sentinel watches, and of its
+    replicas: the sentinels are asked where those are. :attr:`kwargs` are for
+    the connections to them, :attr:`sentinel_kwargs` for those to the
+    sentinels.
+
+    :param service_name: the name the sentinels know the master by.
+    :param sentinels: the sentinels' addresses, as ``(host, port)``.
+    :param sentinel_kwargs: keyword arguments of the sentinels' clients.
+
+    .. versionadded:: 2.0
+    """
+
+    service_name: str
+    sentinels: tuple[tuple[str, int], ...]
+    sentinel_kwargs: Mapping[str, t.Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The sentinels and the master, as a ``redis+sentinel://`` URL with
+        the password masked."""
+        hosts = ",".join(_host_and_port(*address) for address in self.sentinels)
+        userinfo = _masked_userinfo(self.masked_kwargs())
+        master = f"{quote(self.service_name, safe='')}/{self.kwargs.get('db', 0)}"
+        return f"{self._scheme('+sentinel')}://{userinfo}{hosts}/{master}"
+
+    def create_client(self) -> t.Any:
+        """Build the master's client. Makes no connection; its first
+        connection asks the sentinels where the master is, and starts
+        following failovers (see :ref:`sentinel-failover`)."""
+        return _sentinel_client(self, master=True)
+
+    def create_replica_client(self) -> t.Any:
+        """Build a client of the master's replicas, for reads: each new
+        connection goes to a replica that the sentinels report up, in turn,
+        or to the master if none is. Makes no connection."""
+        return _sentinel_client(self, master=False)
+
+
+@dataclass(frozen=True, repr=False, kw_only=True)
+class ClusterSettings(ClientSettings):
+    """The client of a Redis Cluster.
+
+    :param nodes: the addresses of the startup nodes, as ``(host, port)``: the
+        client learns the others from the first that answers.
+
+    .. versionadded:: 2.0
+    """
+
+    nodes: tuple[tuple[str, int], ...]
+
+    @property
+    def url(self) -> str:
+        """The startup nodes, as a ``redis+cluster://`` URL with the password
+        masked."""
+        hosts = ",".join(_host_and_port(*address) for address in self.nodes)
+        userinfo = _masked_userinfo(self.masked_kwargs())
+        return f"{self._scheme('+cluster')}://{userinfo}{hosts}"
+
+    def create_client(self) -> t.Any:
+        """Build the client. Unlike other clients, a cluster client connects
+        here: it asks the startup nodes which node serves which keys."""
+        from redis.cluster import ClusterNode
+
+        nodes = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call]
+        return self.client_class(startup_nodes=nodes, **self.kwargs)
+
 
 _SECRET_NAME = re.compile(r"password|secret|token|credential", re.IGNORECASE)
 _QUERY_SECRET = re.compile(
@@ -180,840 +699,59 @@ def mask_url(url: str) -> str:
     return "".join(shown) + url[end:]
 
 
-def _show(key: str, value: object) -> str:
-    """The value of a config key as an error message shows it."""
-    if _SECRET_NAME.search(key):
+def _show(name: str, value: object) -> str:
+    """A config value as an error message shows it: secrets masked."""
+    if _SECRET_NAME.search(name):
         return _MASK
     if isinstance(value, str) and ("://" in value or "@" in value):
         return repr(mask_url(value))
     if isinstance(value, Mapping):
-        shown = ", ".join(
-            f"{name!r}: {_show(str(name), item)}" for name, item in value.items()
-        )
-        return f"{{{shown}}}"
+        items = (f"{key!r}: {_show(str(key), item)}" for key, item in value.items())
+        return f"{{{', '.join(items)}}}"
     return repr(value)
 
 
-# -- Configuration: accepted values --------------------------------------------
-
-
-class _Kind(t.NamedTuple):
-    """How one client keyword is read from config: what is accepted, and how."""
-
-    expected: str
-    coerce: Callable[[object], object]
-
-
-_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
-_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
-_NONE = frozenset({"", "none", "null"})
-
-
-def _to_bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise ValueError(value)
-
-
-def _to_int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        return int(value.strip())
-    raise ValueError(value)
-
-
-def _to_float(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        return float(value.strip())
-    raise ValueError(value)
-
-
-def _is_none(value: object) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE)
-
-
-def _checked(
-    convert: Callable[[object], t.Any], check: Callable[[t.Any], bool]
-) -> Callable[[object], object]:
-    def coerce(value: object) -> object:
-        converted = convert(value)
-        if not check(converted):
-            raise ValueError(value)
-        return converted
-
-    return coerce
-
-
-def _or_none(coerce: Callable[[object], object]) -> Callable[[object], object]:
-    def coerce_or_none(value: object) -> object:
-        return None if _is_none(value) else coerce(value)
-
-    return coerce_or_none
-
-
-def _text(value: object) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # from_prefixed_env reads FLASK_REDIS_PASSWORD=1234 as JSON
-    if not isinstance(value, str):
-        raise ValueError(value)
-    return value
-
-
-def _optional(coerce: Callable[[object], object]) -> Callable[[object], object]:
-    """Accept None as well; unlike _or_none, a string is never read as None."""
-
-    def coerce_optional(value: object) -> object:
-        return None if value is None else coerce(value)
-
-    return coerce_optional
-
-
-def _host(value: object) -> str:
-    host = _text(value).strip()
-    # Credentials or a URL here would end up in ClientSettings.url, shown in
-    # reprs, logs and the CLI; ":" only as in an IPv6 address.
-    if not host or any(char.isspace() or char in "@/" for char in host):
-        raise ValueError(value)
-    if ":" in host:
-        ipaddress.IPv6Address(host)  # raises ValueError
-    return host
-
-
-def _socket_file(value: object) -> str:
-    path = _text(value).strip()
-    if not path:
-        raise ValueError(value)
-    return path
-
-
-def _existing(is_there: Callable[[str], bool]) -> Callable[[object], object]:
-    """A path (a string or os.PathLike) that *is_there* finds."""
-
-    def existing_path(value: object) -> str:
-        path = os.fspath(value) if isinstance(value, os.PathLike) else _text(value)
-        if not is_there(str(path)):
-            raise ValueError(value)
-        return str(path)
-
-    return existing_path
-
-
-def _cert_reqs(value: object) -> object:
-    if isinstance(value, ssl.VerifyMode):
-        return value
-    if isinstance(value, str) and value.strip().lower() in (
-        "none",
-        "optional",
-        "required",
-    ):
-        return value.strip().lower()
-    raise ValueError(value)
-
-
-def _encoding(value: object) -> str:
-    name = _text(value)
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        raise ValueError(value) from None
-    return name
-
-
-def _load_balancing_strategy(value: object) -> object:
-    from redis.cluster import LoadBalancingStrategy
-
-    if isinstance(value, LoadBalancingStrategy):
-        return value
-    return LoadBalancingStrategy(_text(value).strip().lower())
-
-
-_SECONDS = _Kind(
-    "a number of seconds greater than 0, or None for no timeout",
-    _or_none(_checked(_to_float, lambda number: number > 0)),
-)
-_BOOL = _Kind("true or false (also yes/no, on/off, 1/0)", _to_bool)
-_TEXT = _Kind("a string, or None", _optional(_text))
-_FILE = _Kind("the path of an existing file", _or_none(_existing(os.path.isfile)))
-
-# What each well-known client keyword accepts. Keywords not listed here are
-# read by the type of their default in the client class's signature.
-_KINDS: dict[str, _Kind] = {
-    "host": _Kind(
-        "a host name or address, or a unix socket path; a URL or credentials"
-        " go in the _URL key",
-        _host,
-    ),
-    "port": _Kind(
-        "an integer port from 1 to 65535",
-        _checked(_to_int, lambda port: 0 < port < 65536),
-    ),
-    "db": _Kind(
-        "an integer database number of 0 or more", _checked(_to_int, lambda db: db >= 0)
-    ),
-    "username": _TEXT,
-    "password": _TEXT,
-    "unix_socket_path": _Kind("the path of a unix socket", _socket_file),
-    "socket_timeout": _SECONDS,
-    "socket_connect_timeout": _SECONDS,
-    "socket_keepalive": _BOOL,
-    "socket_read_size": _Kind(
-        "an integer number of bytes greater than 0",
-        _checked(_to_int, lambda size: size > 0),
-    ),
-    "retry_on_timeout": _BOOL,
-    "decode_responses": _BOOL,
-    "encoding": _Kind("a codec name such as 'utf-8'", _encoding),
-    "encoding_errors": _TEXT,
-    "max_connections": _Kind(
-        "an integer greater than 0, or None for no limit",
-        _or_none(_checked(_to_int, lambda count: count > 0)),
-    ),
-    "health_check_interval": _Kind(
-        "a number of seconds of 0 or more (0 turns health checks off)",
-        _checked(_to_float, lambda seconds: seconds >= 0),
-    ),
-    "single_connection_client": _BOOL,
-    "client_name": _TEXT,
-    "protocol": _Kind(
-        "2 or 3 (the RESP protocol version), or None for the client's default",
-        _or_none(_checked(_to_int, lambda version: version in (2, 3))),
-    ),
-    "ssl": _BOOL,
-    "ssl_keyfile": _FILE,
-    "ssl_certfile": _FILE,
-    "ssl_ca_certs": _FILE,
-    "ssl_ca_path": _Kind(
-        "the path of an existing directory of CA certificates",
-        _or_none(_existing(os.path.isdir)),
-    ),
-    "ssl_ca_data": _Kind("PEM certificate data as a string", _optional(_text)),
-    "ssl_cert_reqs": _Kind(
-        "'required' (the default), 'optional' or 'none', or an ssl.VerifyMode",
-        _cert_reqs,
-    ),
-    "ssl_check_hostname": _BOOL,
-    "ssl_password": _TEXT,
-    "ssl_ciphers": _Kind("an OpenSSL cipher string", _optional(_text)),
-    "ssl_validate_ocsp": _BOOL,
-    "ssl_validate_ocsp_stapled": _BOOL,
-    # redis.cluster.RedisCluster; its other options are read by their defaults.
-    "load_balancing_strategy": _Kind(
-        "'round_robin', 'round_robin_replicas', 'random' or 'random_replica', or a"
-        " redis.cluster.LoadBalancingStrategy",
-        _or_none(_load_balancing_strategy),
-    ),
-}
-
-_KIND_BY_DEFAULT_TYPE: dict[type, _Kind] = {
-    bool: _BOOL,
-    int: _Kind("an integer", _to_int),
-    float: _Kind("a number, or None", _or_none(_to_float)),
-}
-
-
-def _kind_of(name: str, default: object) -> _Kind | None:
-    kind = _KINDS.get(name)
-    if kind is None:
-        kind = _KIND_BY_DEFAULT_TYPE.get(type(default))
-    return kind
-
-
-# -- Configuration: the client class -------------------------------------------
-
-
-def _default_client_class() -> type[t.Any]:
-    try:
-        import redis
-    except ImportError:
-        raise ImportError(
-            "Flask-And-Redis needs redis-py for its default client class: install"
-            " it with 'pip install redis', or configure a client class of your"
-            " own (REDIS_CLASS, or Redis.from_custom_provider)."
-        ) from None
-    return redis.Redis
-
-
-def _resolve_client_class(value: object, key: str) -> Callable[..., t.Any]:
-    """Return the client class named by *value*: a class or a dotted path.
-
-    :param value: a class, or its import path (``"redis.Redis"``,
-        ``"package.module:Class"``).
-    :param key: the config key it came from, for the error message.
-    :raise ConfigurationError: the path does not import or does not name a class.
-    """
-    if value == _DEFAULT_CLIENT_CLASS:
-        return _default_client_class()
-    return _resolve_class(
-        value,
-        key,
-        "a client class or its dotted path, such as 'redis.Redis' or"
-        " 'redis.asyncio.Redis'",
-    )
-
-
-def _resolve_class(
-    value: object,
-    key: str,
-    expected: str,
-    is_wanted: Callable[[type], bool] = lambda resolved: True,
-) -> type:
-    """The class *value* names: a class, or its dotted path.
-
-    :param value: the configured value.
-    :param key: the config key, for the error message.
-    :param expected: what is accepted, for the error message.
-    :param is_wanted: whether a class is of the kind the key takes.
-    :raise ConfigurationError: not importable, or not a wanted class.
-    """
-    resolved = value
-    if isinstance(value, str):
-        try:
-            resolved = pkgutil.resolve_name(value)
-        except (ImportError, AttributeError, ValueError) as error:
-            # The reason may quote the value: show it as the value is shown.
-            reason = mask_url(str(error).replace(value, mask_url(value)))
-            raise ConfigurationError(
-                key,
-                f"{_show(key, value)} cannot be imported ({reason}); expected"
-                f" {expected}.",
-            ) from None
-    if not isinstance(resolved, type) or not is_wanted(resolved):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, value)} is not {expected.partition(' or ')[0]};"
-            f" expected {expected}.",
-        )
-    return resolved
-
-
-def _class_name(client_class: Callable[..., t.Any]) -> str:
-    """The shortest import path of *client_class*: redis.Redis, not
-    redis.client.Redis."""
-    module = getattr(client_class, "__module__", None) or ""
-    name = getattr(client_class, "__qualname__", None) or repr(client_class)
-    parts = module.split(".")
-    for length in range(1, len(parts)):
-        package = sys.modules.get(".".join(parts[:length]))
-        if getattr(package, name, None) is client_class:
-            module = ".".join(parts[:length])
-            break
-    return f"{module}.{name}" if module else name
-
-
-def _constructor_keywords(
-    client_class: Callable[..., t.Any],
-) -> dict[str, t.Any] | None:
-    """The keyword arguments *client_class* accepts, each with its default.
-
-    Follows ``functools.wraps`` decorators (redis-py 6 and later wrap
-    ``Redis.__init__`` in one, which hides its parameters from a plain
-    argument-spec reading) and subclasses whose ``__init__`` hands
-    ``**kwargs`` on to a base class. ``None`` means any keyword is accepted.
-    """
-    if not isinstance(client_class, type):
-        keywords, open_ended = _keywords_of(inspect.signature(client_class))
-        return None if open_ended else keywords
-    keywords = {}
-    initialisers = [
-        vars(klass)["__init__"]
-        for klass in client_class.__mro__[:-1]  # object.__init__ takes nothing
-        if "__init__" in vars(klass)
-    ]
-    for initialiser in initialisers:
-        found, open_ended = _keywords_of(inspect.signature(initialiser), skip_self=True)
-        keywords = found | keywords
-        if not open_ended:
-            return keywords
-    # No __init__ at all takes nothing; a last one with **kwargs keeps them.
-    return keywords if not initialisers else None
-
-
-def _keywords_of(
-    signature: inspect.Signature, skip_self: bool = False
-) -> tuple[dict[str, t.Any], bool]:
-    parameters = list(signature.parameters.values())[1 if skip_self else 0 :]
-    keywords = {
-        parameter.name: parameter.default
-        for parameter in parameters
-        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-    }
-    open_ended = any(
-        parameter.kind is parameter.VAR_KEYWORD for parameter in parameters
-    )
-    return keywords, open_ended
-
-
-# -- Configuration: URLs ---------------------------------------------------------
-
-_URL_SCHEMES = (
-    "redis",
-    "rediss",
-    "unix",
-    "redis+sentinel",
-    "rediss+sentinel",
-    "redis+cluster",
-    "rediss+cluster",
-)
-_URL_EXPECTED = (
-    "expected a URL such as 'redis://[[user]:password@]host[:port][/db]',"
-    " 'rediss://…' for TLS, 'unix://[[user]:password@]/path/to/redis.sock[?db=0]',"
-    " 'redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master[/db]'"
-    " or 'redis+cluster://[[user]:password@]host[:port][,host[:port]…]'"
-)
-_SENTINEL_PORT = 26379
-_REDIS_PORT = 6379
-
-
-@dataclass(frozen=True)
-class _ParsedURL:
-    scheme: str
-    kwargs: dict[str, object]  # client keywords; query values still as text
-    # The addresses of the sentinels or cluster nodes of a multi-host URL.
-    nodes: tuple[tuple[str, int], ...] = ()
-    service_name: str | None = None  # the master named by a Sentinel URL
-
-    @property
-    def topology(self) -> str | None:
-        """``"sentinel"`` or ``"cluster"`` for those URLs, else ``None``."""
-        return self.scheme.partition("+")[2] or None
-
-
-def _parse_address(text: str, default_port: int) -> tuple[str, int]:
-    """``"host[:port]"`` (``"[::1]:port"`` for IPv6) as ``(host, port)``.
-
-    :raise ValueError: not an address.
-    """
-    text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(text)
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:  # a name, an IPv4 address or a bare IPv6 address
-        host, port_text = text, ""
-    port = _to_int(port_text) if port_text else default_port
-    if not 0 < port < 65536:
-        raise ValueError(text)
-    return _host(host), port
-
-
-def _address(item: object, default_port: int) -> tuple[str, int]:
-    if isinstance(item, str):
-        return _parse_address(item, default_port)
-    if isinstance(item, (list, tuple)) and len(item) == 2:
-        return _host(item[0]), t.cast(int, _KINDS["port"].coerce(item[1]))
-    raise ValueError(item)
-
-
-def _addresses(
-    value: object, key: str, default_port: int
-) -> tuple[tuple[str, int], ...]:
-    """A list of ``"host:port"`` strings (or ``(host, port)`` pairs), or the
-    same as one comma-separated string (as the environment gives it)."""
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        if not isinstance(items, (list, tuple)) or not items:
-            raise ValueError(value)
-        return tuple(_address(item, default_port) for item in items)
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, value)} is not a list of addresses; expected 'host:port'"
-            f" strings (the port defaults to {default_port}), such as"
-            f" ['10.0.0.1:{default_port}', '10.0.0.2:{default_port}'], or the"
-            " same as one comma-separated string.",
-        ) from None
-
-
-def _parse_url(url: object, key: str) -> _ParsedURL:
-    """Split a Redis URL into client keyword arguments, without coercion.
-
-    Follows redis-py's ``parse_url`` (credentials, host and path are
-    percent-decoded; a ``?db=`` option wins over the path) but reports every
-    problem instead of ignoring it, and tolerates a trailing slash (``/12/``).
-    """
-    if not isinstance(url, str) or not url.strip():
-        raise ConfigurationError(
-            key, f"{_show(key, url)} is not a URL; {_URL_EXPECTED}."
-        )
-    _check_url_is_unambiguous(url, key)
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:  # its message may quote the password
-        raise ConfigurationError(
-            key, f"{_show(key, url)} cannot be parsed; {_URL_EXPECTED}."
-        ) from None
-    scheme = parts.scheme.lower()
-    try:
-        # A list of hosts has no single port: each is read on its own.
-        port = None if "+" in scheme else parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has an invalid port; expected an integer port"
-            " from 1 to 65535.",
-        )
-    if scheme not in _URL_SCHEMES:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has the scheme {scheme + '://' if scheme else 'none'};"
-            f" {_URL_EXPECTED}.",
-        )
-    if any("=" not in item for item in parts.query.split("&") if item):
-        # Most likely the rest of a password with an unescaped "&": do not
-        # name it.
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has a query option without a value; write"
-            " options as name=value, and percent-encode an '&' in a password"
-            " as %26.",
-        )
-    kwargs: dict[str, object] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        kwargs.setdefault(name, value)
-    if "ssl" in kwargs:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has the option ssl=; the scheme says whether TLS"
-            " is on: use rediss:// for TLS and redis:// without.",
-        )
-    if parts.username:
-        kwargs["username"] = unquote(parts.username)
-    if parts.password:
-        kwargs["password"] = unquote(parts.password)
-    if "+" in scheme:
-        return _parse_multi_host_url(url, key, scheme, parts.netloc, parts.path, kwargs)
-    path = unquote(parts.path)
-    if scheme == "unix":
-        if parts.hostname or port is not None or not path.startswith("/"):
-            raise ConfigurationError(
-                key,
-                f"{_show(key, url)} has no absolute socket path; a unix URL has"
-                " three slashes before the path: 'unix:///run/redis.sock'.",
-            )
-        kwargs["unix_socket_path"] = path
-        return _ParsedURL(scheme, kwargs)
-    if parts.hostname:
-        kwargs["host"] = unquote(parts.hostname)
-    if port is not None:
-        kwargs["port"] = port
-    database = path.strip("/")
-    if database and "db" not in kwargs:
-        if not database.isdigit():
-            raise ConfigurationError(
-                key,
-                f"{_show(key, url)} has the path {path!r}; the path of a Redis URL"
-                " is a database number such as /0.",
-            )
-        kwargs["db"] = database
-    return _ParsedURL(scheme, kwargs)
-
-
-def _check_url_is_unambiguous(url: str, key: str) -> None:
-    # mask_url takes all up to the last "@" for the userinfo, and urlsplit
-    # ends the host at the first "/", "?" or "#", and the query at a "#".
-    # Read both ways, an unescaped "/" or "#" in a password would make part
-    # of it the path or a fragment, connecting elsewhere or with half of the
-    # password, and showing the rest in messages.
-    _, separator, rest = url.strip().partition("://")
-    userinfo, at, _ = rest.rpartition("@")
-    if separator and at and any(char in userinfo for char in "/?#"):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has an '@' after a '/', '?' or '#', so where its"
-            " password ends is unclear. Percent-encode the user name and the"
-            " password (urllib.parse.quote(password, safe='')), and any other"
-            " '@' as %40.",
-        )
-    if "#" in rest:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has a '#', which Redis URLs do not use; in a"
-            " password or another value, percent-encode it as %23.",
-        )
-
-
-def _parse_multi_host_url(
-    url: str, key: str, scheme: str, netloc: str, path: str, kwargs: dict[str, object]
-) -> _ParsedURL:
-    """The rest of a ``redis+sentinel://`` or ``redis+cluster://`` URL: its
-    hosts, and the master name and database in its path."""
-    sentinel = scheme.endswith("+sentinel")
-    hosts = netloc.rpartition("@")[2]
-    default_port = _SENTINEL_PORT if sentinel else _REDIS_PORT
-    try:
-        nodes = tuple(
-            _parse_address(unquote(host), default_port) for host in hosts.split(",")
-        )
-    except ValueError:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} does not list its hosts as host[:port], separated by"
-            f" commas; {_URL_EXPECTED}.",
-        ) from None
-    segments = [unquote(segment) for segment in path.split("/") if segment]
-    service_name = segments.pop(0) if sentinel and segments else None
-    if len(segments) > 1 or (segments and not segments[0].isdigit()):
-        expected = "/master_name[/db]" if sentinel else "/0, or none"
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has the path {path!r}; the path of a {scheme}://"
-            f" URL is {expected}.",
-        )
-    if segments and "db" not in kwargs:
-        kwargs["db"] = segments[0]
-    return _ParsedURL(scheme, kwargs, nodes, service_name)
-
-
-# -- Configuration: from app config to client settings ----------------------------
-
-
-@dataclass(frozen=True, repr=False)
-class ClientSettings:
-    """The client one prefix of one app gets: its class and keyword arguments.
-
-    Made by :func:`client_settings_from_config`; :meth:`create_client` builds
-    the client. The ``repr`` and :attr:`url` mask passwords.
-
-    :param prefix: the config prefix, ``"REDIS"`` by default.
-    :param client_class: the class (or factory) the client is made with.
-    :param kwargs: the keyword arguments it is called with.
-    :param sources: for each keyword, where it came from: the config key
-        (``"REDIS_URL"``, ``"REDIS_PORT"``, ``"REDIS_OPTIONS"``), ``"code"``
-        for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`,
-        or ``"default"`` for a value Flask-And-Redis sets itself (host name
-        verification when TLS is on, the retry policy).
-    :param connection_pool_class: the pool class the client's connections
-        come from (``<prefix>_CONNECTION_POOL_CLASS``); ``None`` for the
-        client's own default.
-    :param connection_pool_kwargs: further keyword arguments of that pool
-        class, such as ``timeout`` (``<prefix>_CONNECTION_POOL_TIMEOUT``).
-    """
-
-    prefix: str
-    client_class: Callable[..., t.Any]
-    kwargs: Mapping[str, t.Any]
-    sources: Mapping[str, str] = field(default_factory=dict)
-    connection_pool_class: type | None = None
-    connection_pool_kwargs: Mapping[str, t.Any] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        """Where the client connects, as a URL with the password masked."""
-        kwargs = self.masked_kwargs()
-        userinfo = _masked_userinfo(kwargs)
-        database = kwargs.get("db", 0)
-        socket = kwargs.get("unix_socket_path")
-        if socket:
-            return f"unix://{userinfo}{socket}?db={database}"
-        scheme = "rediss" if kwargs.get("ssl") else "redis"
-        address = _format_address(
-            kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-        )
-        return f"{scheme}://{userinfo}{address}/{database}"
-
-    def masked_kwargs(self) -> dict[str, t.Any]:
-        """The keyword arguments with every secret replaced by ``***``.
-
-        A user name from a URL without a password is masked too, as
-        :func:`mask_url` does: ``redis://secret@host`` is often a password in
-        the place of the user name.
-        """
-        masked = {
-            name: _MASK if _SECRET_NAME.search(name) and value is not None else value
-            for name, value in self.kwargs.items()
-        }
-        if (
-            masked.get("username")
-            and not masked.get("password")
-            and self.sources.get("username") == f"{self.prefix}_URL"
-        ):
-            masked["username"] = _MASK
-        return masked
-
-    def create_client(self) -> t.Any:
-        """Build the client. Makes no connection: redis-py connects lazily."""
-        if self.connection_pool_class is not None:
-            return _client_with_connection_pool(self)
-        return self.client_class(**self.kwargs)
-
-    @property
-    def is_asyncio(self) -> bool:
-        """Whether the client class is an asyncio one (``redis.asyncio.Redis``
-        or a subclass): its commands are coroutines, and its connections
-        belong to the event loop that opened them."""
-        return inspect.iscoroutinefunction(
-            getattr(self.client_class, "execute_command", None)
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(prefix={self.prefix!r},"
-            f" client_class={_class_name(self.client_class)}, url={self.url!r})"
-        )
-
-
-@dataclass(frozen=True, repr=False, kw_only=True)
-class SentinelSettings(ClientSettings):
-    """The clients of a master that Redis Sentinel watches, and of its replicas.
-
-    The sentinels are asked where the master and the replicas are; the
-    :attr:`kwargs` are for the connections to those, :attr:`sentinel_kwargs`
-    for the connections to the sentinels.
-
-    :param service_name: the name the sentinels know the master by.
-    :param sentinels: the sentinels' addresses, as ``(host, port)``.
-    :param sentinel_kwargs: keyword arguments of the sentinels' clients.
-
-    .. versionadded:: 2.0
-    """
-
-    service_name: str
-    sentinels: tuple[tuple[str, int], ...]
-    sentinel_kwargs: Mapping[str, t.Any] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        """The sentinels and the master, as a ``redis+sentinel://`` URL with
-        the password masked."""
-        scheme = "rediss+sentinel" if self.kwargs.get("ssl") else "redis+sentinel"
-        hosts = ",".join(_format_address(*address) for address in self.sentinels)
-        return (
-            f"{scheme}://{_masked_userinfo(self.masked_kwargs())}{hosts}"
-            f"/{quote(self.service_name, safe='')}/{self.kwargs.get('db', 0)}"
-        )
-
-    def create_client(self) -> t.Any:
-        """Build the master's client. Makes no connection; its first
-        connection asks the sentinels where the master is, and starts
-        following failovers (see :ref:`sentinel-failover`)."""
-        return _sentinel_client(self, master=True)
-
-    def create_replica_client(self) -> t.Any:
-        """Build a client of the master's replicas, for reads: each new
-        connection goes to a replica that the sentinels report up, in turn,
-        or to the master if none is. Makes no connection."""
-        return _sentinel_client(self, master=False)
-
-
-@dataclass(frozen=True, repr=False, kw_only=True)
-class ClusterSettings(ClientSettings):
-    """The client of a Redis Cluster.
-
-    :param nodes: the addresses of the startup nodes, as ``(host, port)``: the
-        client learns the others from the first that answers.
-
-    .. versionadded:: 2.0
-    """
-
-    nodes: tuple[tuple[str, int], ...]
-
-    @property
-    def url(self) -> str:
-        """The startup nodes, as a ``redis+cluster://`` URL with the password
-        masked."""
-        scheme = "rediss+cluster" if self.kwargs.get("ssl") else "redis+cluster"
-        hosts = ",".join(_format_address(*address) for address in self.nodes)
-        return f"{scheme}://{_masked_userinfo(self.masked_kwargs())}{hosts}"
-
-    def create_client(self) -> t.Any:
-        """Build the client. Unlike other clients, a cluster client connects
-        here: it asks the startup nodes which node serves which keys."""
-        from redis.cluster import ClusterNode
-
-        nodes = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call]
-        return self.client_class(startup_nodes=nodes, **self.kwargs)
+def _masked_text(text: str, settings: ClientSettings) -> str:
+    """*text*, which quotes redis-py or a server, without the passwords of
+    *settings*, the sentinels' included."""
+    sentinel_kwargs = getattr(settings, "sentinel_kwargs", {})
+    for name, value in [*settings.kwargs.items(), *sentinel_kwargs.items()]:
+        if _SECRET_NAME.search(name) and isinstance(value, str) and value:
+            text = text.replace(value, _MASK)
+    return text
 
 
 def _masked_userinfo(masked: Mapping[str, t.Any]) -> str:
     """``user:***@`` for a URL, from :meth:`ClientSettings.masked_kwargs`."""
     username = masked.get("username")
     userinfo = username if username == _MASK else quote(username or "", safe="")
-    if masked.get("password"):
-        userinfo += f":{_MASK}"
+    userinfo += f":{_MASK}" if masked.get("password") else ""
     return f"{userinfo}@" if userinfo else ""
 
 
-def _format_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _host_and_port(host: str, port: int | None = None) -> str:
+    return f"[{host}]:{port or 6379}" if ":" in host else f"{host}:{port or 6379}"
 
 
-class _Layer:
-    """Client keywords from one place in the precedence order, coerced.
+# == 3. Reading the config ======================================================
 
-    :param source: what :attr:`ClientSettings.sources` says for its values:
-        ``"code"``, ``"<prefix>_OPTIONS"`` or ``"<prefix>_URL"``; ``None`` for
-        the discrete keys, each of which is its own source.
-    :param accepted: the keywords of the client class, ``None`` for any.
-    :param class_name: the client class's name, for error messages.
-    """
-
-    def __init__(
-        self,
-        source: str | None,
-        accepted: Mapping[str, t.Any] | None,
-        class_name: str,
-    ) -> None:
-        self.source = source
-        self.accepted = accepted
-        self.class_name = class_name
-        self.values: dict[str, object] = {}
-        #: Where each value came from, as error messages name it.
-        self.places: dict[str, str] = {}
-
-    def add(self, name: str, value: object, place: str, shown: str) -> None:
-        """Check and coerce a client keyword; *shown* is the value as an
-        error message shows it."""
-        self.values[name] = _keyword_value(
-            name, value, place, shown, self.accepted, self.class_name
-        )
-        self.places[name] = place
-
-    def set(self, name: str, value: object, place: str) -> None:
-        """Take a value that is checked already (addresses, the scheme's TLS)."""
-        self.values[name] = value
-        self.places[name] = place
-
-    def source_of(self, name: str) -> str:
-        return self.source or self.places[name]
-
-    @property
-    def transport(self) -> str | None:
-        for transport, names in _TRANSPORTS.items():
-            if any(name in self.values for name in names):
-                return transport
-        return None
-
-
-# The ways of saying where to connect, and the keywords that say each. The
-# sentinels and cluster nodes are not client keywords: they are read from
-# <prefix>_SENTINELS, <prefix>_CLUSTER_NODES or a URL listing hosts.
+# Keys of a prefix that are not client keywords; the last four are for the
+# connections to the sentinels.
+_OWN_KEYS = (
+    *("URL", "CLASS", "OPTIONS", "CONNECTION_POOL_CLASS", "CONNECTION_POOL_TIMEOUT"),
+    *("CLUSTER", "CLUSTER_NODES", "SENTINELS", "SENTINEL_MASTER"),
+    *("SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_OPTIONS"),
+)
+# The keywords that say where to connect, and the way each says it. The
+# sentinels and cluster nodes are no client keywords: they come from
+# <prefix>_SENTINELS, <prefix>_CLUSTER_NODES or a URL that lists hosts.
 _TRANSPORTS = {
-    "sentinel": ("sentinels",),
-    "cluster": ("cluster_nodes",),
-    "unix": ("unix_socket_path",),
-    "tcp": ("host", "port"),
+    "sentinels": "sentinel",
+    "cluster_nodes": "cluster",
+    "unix_socket_path": "unix",
+    "host": "tcp",
+    "port": "tcp",
 }
-_SOCKET_PREFIXES = ("/", "unix://", "file://")
 
 
 def client_settings_from_config(
@@ -1036,7 +774,6 @@ def client_settings_from_config(
     gives :class:`ClusterSettings`.
 
     :param config: the app's config, or any mapping of keys to values.
-    :param prefix: the config prefix.
     :param client_class: the client class to use instead of
         ``<prefix>_CLASS``; the default is ``redis.Redis``, or
         ``redis.cluster.RedisCluster`` for a cluster.
@@ -1046,100 +783,117 @@ def client_settings_from_config(
     .. versionchanged:: 2.0
         Sentinel and Cluster.
     """
-
     url_key = f"{prefix}_URL"
-    parsed = None
-    if config.get(url_key) is not None:
-        parsed = _parse_url(config[url_key], url_key)
+    url = None if config.get(url_key) is None else _parse_url(config[url_key], url_key)
     client_class, topology = _client_class_and_topology(
-        config, prefix, parsed, client_class
+        config, prefix, url, client_class
     )
-    accepted = (
-        _cluster_keywords(client_class)
-        if topology == "cluster"
-        else _constructor_keywords(client_class)
+    named, takes_any = _keywords(client_class, topology)
+    keywords = None if takes_any else named
+    kwargs, sources = _client_kwargs(
+        config, prefix, url, defaults or {}, keywords, client_class
     )
-    layers = [
-        _code_layer(defaults or {}, accepted, client_class),
-        _options_layer(config, prefix, accepted, client_class),
-        _keys_layer(config, prefix, accepted, client_class),
-        _url_layer(parsed, url_key, accepted, client_class),
-    ]
-    for layer in layers:
-        _check_transport(layer)
-    kwargs, places, sources = _merge(layers)
-    _check_tls(kwargs, places, sources, parsed, url_key, f"{prefix}_SSL")
-    _check_connects_lazily(client_class, kwargs, places, prefix)
-    _add_defaults(kwargs, places, sources, accepted)
-    pool_class, pool_kwargs = _connection_pool_from_config(
-        config, prefix, client_class, accepted, places
-    )
-    sentinels = kwargs.pop("sentinels", None)
-    nodes = kwargs.pop("cluster_nodes", None)
-    for name in ("sentinels", "cluster_nodes"):
-        sources.pop(name, None)
+    _check_tls(kwargs, sources, url, prefix)
+    if kwargs.get("single_connection_client") and _is_redis_class(client_class):
+        # redis.Redis connects its single connection as it is built.
+        raise ConfigurationError(
+            _place(sources["single_connection_client"], "single_connection_client"),
+            f"True makes {_class_name(client_class)} connect when it is built,"
+            " and init_app makes no connection; its one connection would also"
+            " be shared by every thread of the app. For one connection, set"
+            f" {prefix}_MAX_CONNECTIONS = 1 and"
+            f" {prefix}_CONNECTION_POOL_CLASS = 'redis.BlockingConnectionPool'.",
+        )
+    # The values Flask-And-Redis sets itself, where the config sets none: host
+    # name verification with TLS (redis-py before 6 skips it), and retries.
+    ours = {}
+    if kwargs.get("ssl") and (keywords is None or "ssl_check_hostname" in keywords):
+        ours["ssl_check_hostname"] = True
+    if keywords is not None:
+        ours["retry"] = _fail_fast_retry(keywords.get("retry"))
+    for name, value in ours.items():
+        if name not in kwargs and value is not None:
+            kwargs[name], sources[name] = value, "default"
+    pool = _connection_pool(config, prefix, client_class, keywords, sources, topology)
+    addresses = {
+        name: kwargs.pop(name, None) for name in ("sentinels", "cluster_nodes")
+    }
+    common: dict[str, t.Any] = {"prefix": prefix, "client_class": client_class}
+    common["kwargs"] = kwargs
+    common["sources"] = {name: sources[name] for name in kwargs}
     if topology == "sentinel":
-        _check_no_pool_with_sentinel(prefix, pool_class, places)
         return SentinelSettings(
-            prefix=prefix,
-            client_class=client_class,
-            service_name=_service_name(config, prefix, parsed),
-            sentinels=sentinels,
+            **common,
+            service_name=_service_name(config, prefix, url),
+            sentinels=addresses["sentinels"],
             sentinel_kwargs=_sentinel_kwargs(config, prefix, kwargs),
-            kwargs=kwargs,
-            sources=sources,
         )
     if topology == "cluster":
-        return ClusterSettings(
-            prefix=prefix,
-            client_class=client_class,
-            nodes=_cluster_nodes(kwargs, places, nodes),
-            kwargs=kwargs,
-            sources=sources,
-        )
+        nodes = _cluster_nodes(kwargs, sources, addresses["cluster_nodes"])
+        return ClusterSettings(**common, nodes=nodes)
     return ClientSettings(
-        prefix=prefix,
-        client_class=client_class,
-        kwargs=kwargs,
-        sources=sources,
-        connection_pool_class=pool_class,
-        connection_pool_kwargs=pool_kwargs,
+        **common, connection_pool_class=pool[0], connection_pool_kwargs=pool[1]
     )
 
 
-def _code_layer(
-    defaults: Mapping[str, t.Any],
-    accepted: Mapping[str, t.Any] | None,
-    client_class: Callable[..., t.Any],
-) -> _Layer:
-    """The keyword arguments given to Redis() or init_app()."""
-    layer = _Layer("code", accepted, _class_name(client_class))
-    for name, value in defaults.items():
-        layer.add(name, value, f"keyword argument {name!r}", _show(name, value))
-    return layer
-
-
-def _options_layer(
+def _client_kwargs(
     config: Mapping[str, t.Any],
     prefix: str,
-    accepted: Mapping[str, t.Any] | None,
+    url: _ParsedURL | None,
+    defaults: Mapping[str, t.Any],
+    keywords: Mapping[str, t.Any] | None,
     client_class: Callable[..., t.Any],
-) -> _Layer:
-    """<prefix>_OPTIONS: a dict of client keyword arguments."""
-    key = f"{prefix}_OPTIONS"
-    layer = _Layer(key, accepted, _class_name(client_class))
-    for name, value in _options(config, key, "{'socket_timeout': 5}").items():
-        layer.add(name, value, f"{key}[{name!r}]", _show(name, value))
-    return layer
+) -> tuple[dict[str, t.Any], dict[str, str]]:
+    """The client's keyword arguments, and where each came from: one pass
+    over the sources, lowest first -- keyword arguments in code,
+    ``<prefix>_OPTIONS``, the discrete keys, the URL -- checking each value.
+    A source that says where to connect (the sentinels, the cluster nodes, a
+    socket path, or a host and port) drops what lower ones said of another
+    way to connect."""
+    options_key, url_key = f"{prefix}_OPTIONS", f"{prefix}_URL"
+    options = _mapping(config, options_key, "{'socket_timeout': 5}")
+    url_values = []
+    if url is not None:
+        url_values = [(name, value, url_key) for name, value in url.kwargs.items()]
+        if url.scheme.startswith("rediss"):
+            url_values.append(("ssl", True, url_key))
+        if url.nodes:
+            name = "sentinels" if url.topology == "sentinel" else "cluster_nodes"
+            url_values.append((name, url.nodes, url_key))
+    kwargs: dict[str, t.Any] = {}
+    sources: dict[str, str] = {}
+    for values in (
+        [(name, value, "code") for name, value in defaults.items()],
+        [(name, value, options_key) for name, value in options.items()],
+        _key_values(config, prefix, {*(keywords or ()), *_RULES}),
+        url_values,
+    ):
+        transport = _transport(values)
+        for name in [name for name in kwargs if name in _TRANSPORTS]:
+            if transport not in (None, _TRANSPORTS[name]):
+                del kwargs[name], sources[name]
+        for name, value, source in values:
+            if name not in ("sentinels", "cluster_nodes"):  # checked as read
+                value = _checked(name, value, source, keywords, client_class)
+            kwargs[name], sources[name] = value, source
+    return kwargs, sources
 
 
-def _options(
+def _place(source: str, name: str) -> str:
+    """Where a keyword's value was set, as errors name it: the config key,
+    ``REDIS_OPTIONS['name']``, or ``keyword argument 'name'`` in code."""
+    if source == "code":
+        return f"keyword argument {name!r}"
+    if source.endswith("_OPTIONS") and not source.endswith(f"_{name.upper()}"):
+        return f"{source}[{name!r}]"
+    return source
+
+
+def _mapping(
     config: Mapping[str, t.Any], key: str, example: str
 ) -> Mapping[str, t.Any]:
-    """The mapping of keyword arguments at *key*, checked; empty if unset."""
-    mapping = config.get(key)
-    if mapping is None:
-        return {}
+    """The keyword arguments at *key* (``<prefix>_OPTIONS``), if set."""
+    mapping = config.get(key) or {}
     if not isinstance(mapping, Mapping):
         raise ConfigurationError(
             key,
@@ -1156,176 +910,66 @@ def _options(
     return mapping
 
 
-def _keys_layer(
-    config: Mapping[str, t.Any],
-    prefix: str,
-    accepted: Mapping[str, t.Any] | None,
-    client_class: Callable[..., t.Any],
-) -> _Layer:
-    """The discrete keys: <prefix>_HOST, _PORT, … and <prefix>_<KEYWORD> for
-    every keyword of the client class, and the sentinels or cluster nodes."""
-    layer = _Layer(None, accepted, _class_name(client_class))
-    names = set(_KINDS) | set(accepted or ())
-    names.difference_update(name.lower() for name in _OWN_KEYS)
-    _check_spelling(config, prefix, {name.upper() for name in names})
+def _key_values(
+    config: Mapping[str, t.Any], prefix: str, names: set[str]
+) -> list[tuple[str, object, str]]:
+    """The discrete keys -- ``<prefix>_<KEYWORD>`` for each keyword *name*,
+    and the sentinels or cluster nodes -- as (keyword, value, key)."""
+    names -= {name.lower() for name in _OWN_KEYS}
+    suffixes = {*(name.upper() for name in names), *_OWN_KEYS}
+    known = {f"{prefix}_{suffix}" for suffix in suffixes}
+    for key in config:  # a misspelt key would be ignored without a word
+        if isinstance(key, str) and key.startswith(f"{prefix}_") and key not in known:
+            if not any(key.endswith(f"_{suffix}") for suffix in suffixes):
+                hint = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
+                if hint:  # (and REDIS_CACHE_URL is another prefix's key)
+                    raise ConfigurationError(
+                        key,
+                        "this key is not read by Flask-And-Redis; did you mean"
+                        f" {hint[0]}?",
+                    )
+    values: list[tuple[str, object, str]] = []
     for name in sorted(names):
-        config_key = f"{prefix}_{name.upper()}"
-        if config_key not in config:
+        key = f"{prefix}_{name.upper()}"
+        if key not in config:
             continue
-        value = config[config_key]
+        value = config[key]
         if (
             name == "host"
             and isinstance(value, str)
-            and value.startswith(_SOCKET_PREFIXES)
+            and value.startswith(("/", "unix:", "file:"))
         ):
-            name, value = "unix_socket_path", _socket_path(value, config_key)
-        if name in layer.values:
-            raise ConfigurationError(
-                config_key,
-                f"{_show(config_key, value)} and {layer.places[name]} both name"
-                " the socket path; keep one of them.",
-            )
-        layer.add(name, value, config_key, _show(config_key, value))
-    for name, suffix, default_port in (
-        ("sentinels", "SENTINELS", _SENTINEL_PORT),
-        ("cluster_nodes", "CLUSTER_NODES", _REDIS_PORT),
-    ):
-        config_key = f"{prefix}_{suffix}"
-        if config.get(config_key) is not None:
-            addresses = _addresses(config[config_key], config_key, default_port)
-            layer.set(name, addresses, config_key)
-    return layer
-
-
-def _url_layer(
-    parsed: _ParsedURL | None,
-    url_key: str,
-    accepted: Mapping[str, t.Any] | None,
-    client_class: Callable[..., t.Any],
-) -> _Layer:
-    """What <prefix>_URL says, options included."""
-    layer = _Layer(url_key, accepted, _class_name(client_class))
-    if parsed is None:
-        return layer
-    for name, value in parsed.kwargs.items():
-        layer.add(name, value, url_key, f"the option {name}={_show(name, value)}")
-    if parsed.scheme.startswith("rediss"):
-        layer.set("ssl", True, url_key)
-    if parsed.nodes:
-        name = "sentinels" if parsed.topology == "sentinel" else "cluster_nodes"
-        layer.set(name, parsed.nodes, url_key)
-    return layer
-
-
-def _add_defaults(
-    kwargs: dict[str, t.Any],
-    places: dict[str, str],
-    sources: dict[str, str],
-    accepted: Mapping[str, t.Any] | None,
-) -> None:
-    """The values Flask-And-Redis sets itself, where the config sets none."""
-
-    def default(name: str, value: object) -> None:
-        kwargs[name] = value
-        places[name] = sources[name] = "default"
-
-    if (
-        kwargs.get("ssl")
-        and "ssl_check_hostname" not in kwargs
-        and (accepted is None or "ssl_check_hostname" in accepted)
-    ):
-        # redis-py before 6 does not check the host name by default: verify
-        # certificates fully unless the config says otherwise.
-        default("ssl_check_hostname", True)
-    if accepted is not None and "retry" not in kwargs:
-        retry = _fail_fast_retry(accepted.get("retry"))
-        if retry is not None:
-            default("retry", retry)
-
-
-def _check_no_pool_with_sentinel(
-    prefix: str, pool_class: type | None, places: Mapping[str, str]
-) -> None:
-    why = "the client's pool is the one that asks the sentinels where the master is"
-    if pool_class is not None:
-        raise ConfigurationError(
-            f"{prefix}_CONNECTION_POOL_CLASS",
-            f"{_class_name(pool_class)} cannot be used with Sentinel: {why}.",
-        )
-    if "connection_pool" in places:
-        raise ConfigurationError(
-            places["connection_pool"],
-            f"a connection pool cannot be given with Sentinel: {why}.",
-        )
-
-
-def _keyword_value(
-    name: str,
-    value: object,
-    place: str,
-    shown: str,
-    accepted: Mapping[str, t.Any] | None,
-    class_name: str,
-) -> object:
-    """*value* coerced to what the client keyword *name* accepts."""
-    if accepted is not None and name not in accepted:
-        hint = difflib.get_close_matches(name, accepted, n=1)
-        raise ConfigurationError(
-            place,
-            f"{class_name}() takes no keyword argument {name!r}"
-            + (f"; did you mean {hint[0]!r}?" if hint else ".")
-            + f" Its keyword arguments are documented in help({class_name}).",
-        )
-    default = accepted.get(name) if accepted else None
-    kind = _kind_of(name, default)
-    if kind is not None:
-        try:
-            value = kind.coerce(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                place, f"{shown} is not valid; expected {kind.expected}."
-            ) from None
-    return value
+            name, value = "unix_socket_path", _socket_path(value, key)
+            if f"{prefix}_UNIX_SOCKET_PATH" in config:
+                raise ConfigurationError(
+                    f"{prefix}_UNIX_SOCKET_PATH",
+                    f"{_show(key, config[f'{prefix}_UNIX_SOCKET_PATH'])} and {key}"
+                    " both name the socket path; keep one of them.",
+                )
+        values.append((name, value, key))
+    for name, default_port in (("sentinels", 26379), ("cluster_nodes", 6379)):
+        key = f"{prefix}_{name.upper()}"
+        if config.get(key) is not None:
+            values.append((name, _addresses(config[key], key, default_port), key))
+    return values
 
 
 def _socket_path(value: str, key: str) -> str:
+    """The path of a unix socket in ``<prefix>_HOST``: a path, or a URL."""
+    parts = urlsplit(value)
     if "://" not in value:
         return value
-    parts = urlsplit(value)
     if parts.netloc or parts.query or parts.fragment:
         raise ConfigurationError(
             key,
             f"{_show(key, value)} is not a plain socket path; a unix URL with"
             " credentials or options goes in the _URL key.",
         )
-    return parts.path
+    return unquote(parts.path)
 
 
-def _check_spelling(config: Mapping[str, t.Any], prefix: str, names: set[str]) -> None:
-    """Refuse a key of the prefix that is a near miss of one it reads: a
-    misspelt REDIS_SOCKET_TIMOUT would otherwise be ignored without a word."""
-    suffixes = {*names, *_OWN_KEYS, *_SENTINEL_KEYS}
-    known = {f"{prefix}_{suffix}" for suffix in suffixes}
-    for config_key in config:
-        if (
-            not isinstance(config_key, str)
-            or not config_key.startswith(f"{prefix}_")
-            or config_key in known
-        ):
-            continue
-        rest = config_key[len(prefix) + 1 :]
-        if any(rest.endswith(f"_{suffix}") for suffix in suffixes):
-            continue  # a key of another prefix: REDIS_CACHE_URL for REDIS_CACHE
-        hint = difflib.get_close_matches(config_key, known, n=1, cutoff=0.85)
-        if hint:
-            raise ConfigurationError(
-                config_key,
-                f"this key is not read by Flask-And-Redis; did you mean {hint[0]}?",
-            )
-
-
-# For a layer that says where to connect in two ways: the first way, and why
-# a client takes only one.
+# What to call the way to connect a source names first, and why a client
+# takes only one.
 _ONE_TRANSPORT = {
     "sentinel": (
         "the sentinels",
@@ -1342,352 +986,616 @@ _ONE_TRANSPORT = {
 }
 
 
-def _check_transport(layer: _Layer) -> None:
-    transport = layer.transport
-    if transport is None or transport == "tcp":
-        return
-    (first,) = _TRANSPORTS[transport]
-    what, why = _ONE_TRANSPORT[transport]
-    if transport == "unix":
-        what = f"{what} {layer.values[first]!r}"
-    for other, names in _TRANSPORTS.items():
-        for name in names:
-            if other != transport and name in layer.values:
-                place = layer.places[name]
-                raise ConfigurationError(
-                    place,
-                    f"{_show(place, layer.values[name])} cannot be combined with"
-                    f" {what} from {layer.places[first]}: {why}. Remove one of"
-                    " them.",
-                )
-
-
-def _merge(
-    layers: list[_Layer],
-) -> tuple[dict[str, t.Any], dict[str, str], dict[str, str]]:
-    """Stack the layers, lowest first; the highest layer that says where to
-    connect (sentinels, cluster nodes, socket path, or host/port) decides the
-    transport for all."""
-    transport = next(
-        (layer.transport for layer in reversed(layers) if layer.transport), None
+def _transport(values: list[tuple[str, object, str]]) -> str | None:
+    """How one source says to connect (``"sentinel"``, ``"cluster"``,
+    ``"unix"`` or ``"tcp"``), if it does; it may say only one."""
+    named = sorted(
+        (item for item in values if item[0] in _TRANSPORTS),
+        key=lambda item: list(_TRANSPORTS).index(item[0]),
     )
-    dropped = [
-        name
-        for other, names in _TRANSPORTS.items()
-        if other != transport
-        for name in names
-    ]
-    kwargs: dict[str, t.Any] = {}
-    places: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for layer in layers:
-        for name, value in layer.values.items():
-            if transport is not None and name in dropped:
-                continue
-            kwargs[name] = value
-            places[name] = layer.places[name]
-            sources[name] = layer.source_of(name)
-    return kwargs, places, sources
+    for other, other_value, other_source in named:
+        name, value, source = named[0]
+        if _TRANSPORTS[other] != _TRANSPORTS[name]:
+            what, why = _ONE_TRANSPORT[_TRANSPORTS[name]]
+            what += f" {value!r}" if name == "unix_socket_path" else ""
+            place = _place(other_source, other)
+            raise ConfigurationError(
+                place,
+                f"{_show(place, other_value)} cannot be combined with {what} from"
+                f" {_place(source, name)}: {why}. Remove one of them.",
+            )
+    return _TRANSPORTS[named[0][0]] if named else None
 
 
 def _check_tls(
     kwargs: dict[str, t.Any],
-    places: dict[str, str],
     sources: dict[str, str],
-    parsed: _ParsedURL | None,
-    url_key: str,
-    ssl_key: str,
+    url: _ParsedURL | None,
+    prefix: str,
 ) -> None:
+    """TLS only where a connection can use it, and TLS options only with TLS."""
     # redis://, redis+sentinel:// and redis+cluster:// all mean no TLS.
-    plain_url = parsed is not None and parsed.scheme.partition("+")[0] == "redis"
+    plain_url = url is not None and url.scheme.partition("+")[0] == "redis"
     if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
         if sources["ssl"] == "code":
             # Keyword arguments in code are defaults: the config's plain URL
             # or socket turns their TLS off.
-            del kwargs["ssl"], places["ssl"], sources["ssl"]
-        elif parsed is not None and plain_url:
-            scheme = parsed.scheme
-            raise ConfigurationError(
-                places["ssl"],
-                f"TLS is on, but {url_key} uses {scheme}://, which means no TLS;"
-                f" use a rediss{scheme[5:]}:// URL, or turn TLS off.",
-            )
+            del kwargs["ssl"], sources["ssl"]
         else:
+            where = "the client connects through a unix socket, which does not"
+            advice = "connect to a host and port"
+            if url is not None and plain_url:
+                where = f"{prefix}_URL uses {url.scheme}://, which means no"
+                advice = f"use a rediss{url.scheme[5:]}:// URL"
             raise ConfigurationError(
-                places["ssl"],
-                "TLS is on, but the client connects through a unix socket, which"
-                " does not use TLS; connect to a host and port, or turn TLS off.",
+                _place(sources["ssl"], "ssl"),
+                f"TLS is on, but {where} TLS; {advice}, or turn TLS off.",
             )
-    if not kwargs.get("ssl"):
-        for name, place in places.items():
-            if (
-                name.startswith("ssl_")
-                and kwargs[name] is not None
-                and sources[name] != "code"
-            ):
-                raise ConfigurationError(
-                    place,
-                    f"TLS options are set but TLS is off; set {ssl_key} = True or"
-                    " use a rediss:// URL, or remove this option.",
-                )
+    for name, value in kwargs.items() if not kwargs.get("ssl") else ():
+        if name.startswith("ssl_") and value is not None and sources[name] != "code":
+            raise ConfigurationError(
+                _place(sources[name], name),
+                f"TLS options are set but TLS is off; set {prefix}_SSL = True or"
+                " use a rediss:// URL, or remove this option.",
+            )
 
 
-def _check_connects_lazily(
+# == 4. Checking values =========================================================
+
+
+def _checked(
+    name: str,
+    value: object,
+    source: str,
+    keywords: Mapping[str, t.Any] | None,
     client_class: Callable[..., t.Any],
-    kwargs: Mapping[str, t.Any],
-    places: Mapping[str, str],
-    prefix: str,
-) -> None:
-    # redis.Redis connects its single connection in its constructor: init_app
-    # would fail (after the retries) whenever Redis is down at start-up.
-    if not kwargs.get("single_connection_client"):
-        return
-    if _is_redis_class(client_class):
+) -> object:
+    """*value*, from *source*, as the client keyword *name* takes it."""
+    place = _place(source, name)
+    if keywords is not None and name not in keywords:
+        class_name = _class_name(client_class)
+        hint = difflib.get_close_matches(name, keywords, n=1)
+        why = ""
+        if _is_subclass(client_class, "redis.cluster", "RedisCluster"):
+            why = f" {class_name} hands on to its nodes only the keywords in"
+            why += " redis.cluster.REDIS_ALLOWED_KEYS, and drops others without a word."
         raise ConfigurationError(
-            places["single_connection_client"],
-            f"True makes {_class_name(client_class)} connect when it is built,"
-            " and init_app makes no connection; its one connection would also"
-            " be shared by every thread of the app. For one connection, set"
-            f" {prefix}_MAX_CONNECTIONS = 1 and"
-            f" {prefix}_CONNECTION_POOL_CLASS = 'redis.BlockingConnectionPool'.",
+            place,
+            f"{class_name}() takes no keyword argument {name!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else ".")
+            + f"{why} Its keyword arguments are documented in help({class_name}).",
         )
+    shown = (
+        f"the option {name}={_show(name, value)}"
+        if source.endswith("_URL")
+        else _show(name, value)
+    )
+    if isinstance(value, str) and name in _OBJECT_KEYWORDS:
+        raise ConfigurationError(
+            place,
+            f"{shown} is a string, but {name} takes an object, not its name; give"
+            " the object itself, in code or in the _OPTIONS key (for a pool"
+            " class, the _CONNECTION_POOL_CLASS key).",
+        )
+    default = keywords.get(name) if keywords else None
+    kind, accepted, check = _RULES.get(name, (type(default), "", _given))
+    if kind not in _ACCEPTED and name not in _RULES:
+        return value  # an object, taken as it is
+    if isinstance(value, str) and value.strip().lower() in _NONE:
+        if kind in (bool, int, float, _to_path):
+            value = None  # as the environment says None
+    try:
+        if value is None:
+            valid = default is None or check(None)
+        else:
+            value = _convert(kind, value)
+            valid = check(value)
+    except (TypeError, ValueError, AttributeError):
+        valid = False
+    if not valid:
+        accepted = accepted or _ACCEPTED[kind]
+        raise ConfigurationError(place, f"{shown} is not valid; expected {accepted}.")
+    return value
 
 
-# -- Configuration: the connection pool -------------------------------------------
-
-_POOL_CLASS_EXPECTED = (
-    "a connection pool class or its dotted path, such as 'redis.BlockingConnectionPool'"
+_TRUE, _FALSE, _NONE = (
+    ("1", "true", "yes", "on", "y", "t"),
+    ("0", "false", "no", "off", "n", "f"),
+    ("", "none", "null"),
 )
 
 
-def _connection_pool_from_config(
-    config: Mapping[str, t.Any],
-    prefix: str,
-    client_class: Callable[..., t.Any],
-    accepted: Mapping[str, t.Any] | None,
-    places: Mapping[str, str],
-) -> tuple[type | None, dict[str, t.Any]]:
-    """Read ``<prefix>_CONNECTION_POOL_CLASS`` and ``_TIMEOUT``: the pool
-    class of the client and the keyword arguments it adds.
+def _convert(kind: t.Any, value: object) -> t.Any:
+    """*value* as *kind* (bool, int, float or str), from a string too: the
+    environment's, or a JSON number where a string is meant (Flask's
+    ``from_prefixed_env`` reads ``FLASK_REDIS_PASSWORD=1234`` as ``1234``)."""
+    if kind not in (bool, int, float, str):
+        return kind(value)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip().lower()
+        if kind is bool and text not in (*_TRUE, *_FALSE):
+            raise ValueError(value)
+        return text in _TRUE if kind is bool else kind(text)
+    if type(value) is int and (kind in (float, str) or value in (0, 1)):
+        return kind(value)  # 5 as a float, 1234 as a string, 1 as a bool
+    if type(value) is not kind:
+        raise ValueError(value)
+    return value
 
-    redis-py clients take a pool instance but no pool class, and a pool
-    instance in the config could not follow the rest of it (the URL, the
-    timeouts) nor be shared by several apps; so the class is configured and
-    :func:`_client_with_connection_pool` makes the pool.
 
-    :param client_class: the client class.
-    :param accepted: the keywords of the client class, ``None`` for any.
-    :param places: where each client keyword came from.
-    :raise ConfigurationError: a value that cannot be used.
-    """
-    class_key = f"{prefix}_CONNECTION_POOL_CLASS"
-    timeout_key = f"{prefix}_CONNECTION_POOL_TIMEOUT"
-    value = config.get(class_key)
-    if value is None:
-        if config.get(timeout_key) is not None:
-            raise ConfigurationError(
-                timeout_key,
-                f"{_show(timeout_key, config[timeout_key])} is set, but {class_key}"
-                " is not: it is how long a request waits for a free connection of"
-                f" a blocking pool. Set {class_key} = 'redis.BlockingConnectionPool'"
-                " too, or remove it.",
-            )
-        return None, {}
-    value = _resolve_class(
-        value,
-        class_key,
-        _POOL_CLASS_EXPECTED,
-        lambda resolved: callable(getattr(resolved, "get_connection", None)),
+def _to_path(value: object) -> str:
+    return (
+        os.fspath(value)
+        if isinstance(value, os.PathLike)
+        else t.cast(str, _convert(str, value))
     )
-    class_name = _class_name(client_class)
-    if accepted is not None and "connection_pool" not in accepted:
-        raise ConfigurationError(
-            class_key,
-            f"{class_name}() takes no connection pool, so it cannot use"
-            f" {_class_name(value)}; remove {class_key}.",
-        )
-    base = _connection_pool_base(client_class)
-    if base is not None and not issubclass(value, base):
-        raise _mismatched_pool(class_key, value, base, client_class)
-    if "connection_pool" in places:
-        raise ConfigurationError(
-            class_key,
-            f"{_class_name(value)} cannot be combined with the connection pool"
-            f" given in {places['connection_pool']}: configure one of them.",
-        )
-    pool_kwargs: dict[str, t.Any] = {}
-    if timeout_key in config:
-        if not _names_keyword(value, "timeout"):
-            raise ConfigurationError(
-                timeout_key,
-                f"{_class_name(value)}() takes no timeout: only a blocking pool"
-                " waits for a free connection. Use"
-                f" {class_key} = 'redis.BlockingConnectionPool', or remove"
-                f" {timeout_key}.",
-            )
-        try:
-            pool_kwargs["timeout"] = _SECONDS.coerce(config[timeout_key])
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                timeout_key,
-                f"{_show(timeout_key, config[timeout_key])} is not valid; expected"
-                " a number of seconds greater than 0, or None to wait without end.",
-            ) from None
-    return value, pool_kwargs
 
 
-def _connection_pool_base(client_class: Callable[..., t.Any]) -> type | None:
-    """The pool class of redis-py's clients that *client_class* is one of."""
+def _to_enum(value: object) -> object:
+    """A ``redis.cluster.LoadBalancingStrategy``, or its value."""
+    from redis.cluster import LoadBalancingStrategy
+
+    return LoadBalancingStrategy(value.lower() if isinstance(value, str) else value)
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a host name as DNS spells one: labels of 1 to 63
+    letters, digits, '-' or '_'. No credentials or URL, which ClientSettings.url
+    would show in reprs, logs and the CLI."""
     try:
-        import redis
-        import redis.asyncio
-    except ImportError:
-        return None
-    if not isinstance(client_class, type):
-        return None
-    if issubclass(client_class, redis.asyncio.Redis):
-        return redis.asyncio.ConnectionPool
-    if issubclass(client_class, redis.Redis):
-        return redis.ConnectionPool
-    return None
-
-
-def _mismatched_pool(
-    key: str, pool_class: type, base: type, client_class: Callable[..., t.Any]
-) -> ConfigurationError:
-    return ConfigurationError(
-        key,
-        f"{_class_name(pool_class)} is not a kind of {_class_name(base)}, the"
-        f" pool of {_class_name(client_class)}; expected {_POOL_CLASS_EXPECTED} (or"
-        " 'redis.asyncio.BlockingConnectionPool' for redis.asyncio.Redis).",
+        return bool(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        name = host.encode("idna").decode()  # refuses empty or long labels
+    except UnicodeError:
+        return False
+    label = r"(?!-)[\w-]{1,63}(?<!-)"
+    return len(name) <= 253 and bool(
+        re.fullmatch(rf"{label}(\.{label})*\.?", name, re.A)
     )
 
 
-def _names_keyword(klass: type, name: str) -> bool:
-    """Whether an ``__init__`` of *klass* or of a base names the keyword."""
-    return any(
-        name in inspect.signature(vars(base)["__init__"]).parameters
-        for base in klass.__mro__[:-1]
-        if "__init__" in vars(base)
-    )
+def _is_known(lookup: Callable[[str], object]) -> Callable[[str], bool]:
+    def is_known(name: str) -> bool:  # a codec, or an error handler
+        try:
+            return bool(lookup(name))
+        except LookupError:
+            return False
+
+    return is_known
 
 
-# -- Configuration: Sentinel and Cluster ------------------------------------------
+def _is_path(path: str) -> bool:
+    return path.strip() != "" and path.isprintable()
+
+
+def _any(value: object) -> bool:
+    return True
+
+
+def _given(value: object) -> bool:
+    return value is not None
+
+
+def _seconds(seconds: float | None) -> bool:
+    return seconds is None or 0 < seconds <= 86400  # a day: any more is a mistake
+
+
+_ACCEPTED = {
+    bool: "true or false (also yes/no, on/off, 1/0)",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
+_TEXT = (str, "a string, or None", _any)
+_FILE = (_to_path, "the path of an existing file", os.path.isfile)
+_SECONDS = (
+    float,
+    "a number of seconds greater than 0, or None (up to a day)",
+    _seconds,
+)
+
+# How to read the client keywords whose default does not say (None, or an
+# int for seconds), what each accepts, and the checks of values that
+# redis-py takes without a word or refuses only at the first command. Other
+# keywords are read as the type of their default; None is accepted where
+# the default is None.
+_RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
+    "host": (
+        str,
+        "a host name or address, or a unix socket path; a URL or credentials"
+        " go in the _URL key",
+        _is_host,
+    ),
+    "port": (int, "an integer port from 1 to 65535", lambda port: 0 < port < 65536),
+    "db": (int, "an integer database number of 0 or more", lambda db: db >= 0),
+    "unix_socket_path": (str, "the path of a unix socket", _is_path),
+    **dict.fromkeys(("username", "password", "client_name", "ssl_password"), _TEXT),
+    **dict.fromkeys(("lib_name", "lib_version", "ssl_ca_data", "ssl_ciphers"), _TEXT),
+    "socket_timeout": _SECONDS,
+    "socket_connect_timeout": _SECONDS,
+    "socket_keepalive": (bool, _ACCEPTED[bool], _any),
+    "socket_read_size": (
+        int,
+        "an integer number of bytes greater than 0",
+        lambda size: size > 0,
+    ),
+    "max_connections": (
+        int,
+        "an integer greater than 0, or None for no limit",
+        lambda count: count is None or count > 0,
+    ),
+    "health_check_interval": (
+        float,
+        "a number of seconds of 0 or more (0 turns health checks off)",
+        lambda seconds: seconds == 0 or _seconds(seconds),
+    ),
+    "protocol": (
+        int,
+        "2 or 3 (the RESP protocol version), or None for the client's default",
+        lambda version: version in (None, 2, 3),
+    ),
+    "encoding": (str, "a codec name such as 'utf-8'", _is_known(codecs.lookup)),
+    "encoding_errors": (
+        str,
+        "an error handler such as 'strict' or 'replace'",
+        _is_known(codecs.lookup_error),
+    ),
+    **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"), _FILE),
+    "ssl_ca_path": (
+        _to_path,
+        "the path of an existing directory of CA certificates",
+        os.path.isdir,
+    ),
+    "ssl_cert_reqs": (
+        lambda reqs: reqs if isinstance(reqs, ssl.VerifyMode) else _convert(str, reqs),
+        "'required' (the default), 'optional' or 'none', or an ssl.VerifyMode",
+        lambda reqs: (
+            isinstance(reqs, ssl.VerifyMode) or reqs in ("required", "optional", "none")
+        ),
+    ),
+    "load_balancing_strategy": (  # redis.cluster.RedisCluster's
+        _to_enum,
+        "'round_robin', 'round_robin_replicas', 'random' or 'random_replica', or a"
+        " redis.cluster.LoadBalancingStrategy",
+        _any,
+    ),
+}
+# Keywords that take an object: redis-py would fail on a string given for one
+# only when it connects, or with an error that names no key.
+_OBJECT_KEYWORDS = frozenset(
+    "address_remap cache cache_config connection_pool credential_provider"
+    " driver_info event_dispatcher maint_notifications_config redis_connect_func"
+    " retry retry_on_error socket_keepalive_options ssl_min_version".split()
+)
+
+
+# == 5. URLs ====================================================================
+
+_URL_SCHEMES = (
+    "redis rediss unix redis+sentinel rediss+sentinel redis+cluster rediss+cluster"
+).split()
+_URL_EXPECTED = (
+    "expected a URL such as 'redis://[[user]:password@]host[:port][/db]',"
+    " 'rediss://…' for TLS, 'unix://[[user]:password@]/path/to/redis.sock[?db=0]',"
+    " 'redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master[/db]'"
+    " or 'redis+cluster://[[user]:password@]host[:port][,host[:port]…]'"
+)
+
+
+@dataclass(frozen=True)
+class _ParsedURL:
+    scheme: str
+    kwargs: dict[str, object]  # client keywords; query values still as text
+    # The addresses of the sentinels or cluster nodes of a multi-host URL.
+    nodes: tuple[tuple[str, int], ...] = ()
+    service_name: str | None = None  # the master named by a Sentinel URL
+
+    @property
+    def topology(self) -> str | None:
+        """``"sentinel"`` or ``"cluster"`` for those URLs, else ``None``."""
+        return self.scheme.partition("+")[2] or None
+
+
+def _parse_url(url: object, key: str) -> _ParsedURL:
+    """Split a Redis URL into client keyword arguments, as redis-py's
+    ``parse_url`` does (``?db=`` wins over the path; all percent-decoded), but
+    reporting every problem, and tolerating a trailing slash (``/12/``)."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(
+            key, f"{_show(key, url)} is not a URL; {_URL_EXPECTED}."
+        )
+    _check_url_is_unambiguous(url, key)
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # its message may quote the password
+        raise ConfigurationError(
+            key, f"{_show(key, url)} cannot be parsed; {_URL_EXPECTED}."
+        ) from None
+    scheme = parts.scheme.lower()
+    if scheme not in _URL_SCHEMES:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has the scheme {scheme + '://' if scheme else 'none'};"
+            f" {_URL_EXPECTED}.",
+        )
+    try:  # a list of hosts has no single port: each is read on its own
+        port = None if "+" in scheme else parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigurationError(
+            key, f"{_show(key, url)} has an invalid port; expected {_RULES['port'][1]}."
+        )
+    if any("=" not in item for item in parts.query.split("&") if item):
+        # Most likely the rest of a password with an unescaped "&": unnamed.
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has a query option without a value; write"
+            " options as name=value, and percent-encode an '&' in a password"
+            " as %26.",
+        )
+    kwargs: dict[str, object] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        kwargs.setdefault(name, value)
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    path = unquote(parts.path)
+    if scheme == "unix":
+        if parts.hostname or port is not None or not path.startswith("/"):
+            raise ConfigurationError(
+                key,
+                f"{_show(key, url)} has no absolute socket path; a unix URL has"
+                " three slashes before the path: 'unix:///run/redis.sock'.",
+            )
+        kwargs["unix_socket_path"] = path
+        return _ParsedURL(scheme, kwargs)
+    topology = scheme.partition("+")[2]
+    segments = [segment for segment in path.split("/") if segment]
+    service_name = segments.pop(0) if topology == "sentinel" and segments else None
+    if len(segments) > 1 or (segments and not segments[0].isdigit()):
+        expected = {"sentinel": "/master_name[/db]", "cluster": "/0, or none"}
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has the path {mask_url(path)!r}; the path of a"
+            f" {scheme}:// URL is"
+            f" {expected.get(topology, 'a database number such as /0')}.",
+        )
+    if segments:
+        kwargs.setdefault("db", segments[0])
+    if not topology:
+        if parts.hostname:
+            kwargs["host"] = unquote(parts.hostname)
+        if port is not None:
+            kwargs["port"] = port
+        return _ParsedURL(scheme, kwargs)
+    try:
+        default_port = 26379 if topology == "sentinel" else 6379
+        hosts = parts.netloc.rpartition("@")[2].split(",")
+        nodes = tuple(_address(unquote(host), default_port) for host in hosts)
+    except ValueError:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} does not list its hosts as host[:port], separated by"
+            f" commas; {_URL_EXPECTED}.",
+        ) from None
+    return _ParsedURL(scheme, kwargs, nodes, service_name)
+
+
+def _check_url_is_unambiguous(url: str, key: str) -> None:
+    # Without "//", urlsplit reads no host, and takes credentials for part
+    # of the path ("redis:/:password@host/0").
+    scheme, colon, rest = url.strip().partition(":")
+    if not colon or not rest.startswith("//"):
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} does not begin with a scheme and '://';"
+            f" {_URL_EXPECTED}.",
+        )
+    # mask_url takes all up to the last "@" for the userinfo, and urlsplit
+    # ends the host at the first "/", "?" or "#", and the query at a "#".
+    # Read both ways, an unescaped "/" or "#" in a password would make part
+    # of it the path or a fragment, connecting elsewhere or with half of the
+    # password, and showing the rest in messages.
+    userinfo, at, _ = rest[2:].rpartition("@")
+    if at and any(char in userinfo for char in "/?#"):
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has an '@' after a '/', '?' or '#', so where its"
+            " password ends is unclear. Percent-encode the user name and the"
+            " password (urllib.parse.quote(password, safe='')), and any other"
+            " '@' as %40.",
+        )
+    if "#" in rest:
+        raise ConfigurationError(
+            key,
+            f"{_show(key, url)} has a '#', which Redis URLs do not use; in a"
+            " password or another value, percent-encode it as %23.",
+        )
+
+
+def _address(item: object, default_port: int) -> tuple[str, int]:
+    """``"host[:port]"`` (``"[::1]:port"`` for IPv6), or a ``(host, port)``
+    pair, as ``(host, port)``; ValueError if it is not an address."""
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        host, port = str(_convert(str, item[0])).strip(), _convert(int, item[1])
+    elif isinstance(item, str):
+        text = item.strip()
+        if text.startswith("["):
+            host, bracket, rest = text[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ValueError(text)
+            port_text = rest[1:]
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:  # a name, an IPv4 address or a bare IPv6 address
+            host, port_text = text, ""
+        port = int(port_text) if port_text else default_port
+    else:
+        raise ValueError(item)
+    if not (_is_host(host) and 0 < port < 65536):
+        raise ValueError(item)
+    return host, port
+
+
+def _addresses(
+    value: object, key: str, default_port: int
+) -> tuple[tuple[str, int], ...]:
+    """A list of ``"host:port"`` strings (or ``(host, port)`` pairs), or the
+    same as one comma-separated string (as the environment gives it)."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ValueError(value)
+        return tuple(_address(item, default_port) for item in items)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            key,
+            f"{_show(key, value)} is not a list of addresses; expected 'host:port'"
+            f" strings (the port defaults to {default_port}), such as"
+            f" ['10.0.0.1:{default_port}', '10.0.0.2:{default_port}'], or the"
+            " same as one comma-separated string.",
+        ) from None
+
+
+# == 6. Topologies: the client class, Sentinel and Cluster ======================
 
 
 def _client_class_and_topology(
     config: Mapping[str, t.Any],
     prefix: str,
-    parsed: _ParsedURL | None,
+    url: _ParsedURL | None,
     provider: Callable[..., t.Any] | None,
 ) -> tuple[Callable[..., t.Any], str]:
     """The client class, and how the client finds its server: ``"server"``
-    (one, named by URL or keys), ``"sentinel"`` or ``"cluster"``."""
-    class_key = f"{prefix}_CLASS"
-    client_class = provider
+    (one, named by URL or keys), ``"sentinel"`` or ``"cluster"``; refuses
+    keys that say different things."""
+    key = f"{prefix}_{{}}".format
+    class_key, client_class = key("CLASS"), provider
     if provider is not None:
         class_key = "the provider of Redis.from_custom_provider()"
     elif config.get(class_key) is not None:
-        client_class = _resolve_client_class(config[class_key], class_key)
-    topology, place = _topology(config, prefix, parsed, client_class, class_key)
-
-    if client_class is None:
-        if topology == "cluster":
-            return _cluster_client_class(), topology
-        return _default_client_class(), topology
-    if topology == "sentinel" and not _is_redis_class(client_class):
-        raise ConfigurationError(
-            class_key,
-            f"{_class_name(client_class)} is not redis.Redis or a subclass of"
-            f" it, which Sentinel ({place}) needs; asyncio clients are not"
-            " supported with Sentinel.",
+        expected = "a client class or its dotted path, such as 'redis.Redis' or"
+        expected += " 'redis.asyncio.Redis'"
+        client_class = _resolve_class(config[class_key], class_key, expected)
+    flag = config.get(key("CLUSTER"))
+    if flag is not None:
+        flag = _checked("cluster", flag, key("CLUSTER"), {"cluster": False}, bool)
+    sentinel, cluster = [
+        next((place for place, says in claims if says), None)
+        for claims in (
+            [
+                (key("URL"), url is not None and url.topology == "sentinel"),
+                (key("SENTINELS"), config.get(key("SENTINELS")) is not None),
+            ],
+            [
+                (key("URL"), url is not None and url.topology == "cluster"),
+                (key("CLUSTER_NODES"), config.get(key("CLUSTER_NODES")) is not None),
+                (key("CLUSTER"), flag is True),
+                (class_key, _is_cluster_class(client_class)),
+            ],
         )
-    if topology == "cluster" and not _is_cluster_class(client_class):
-        raise ConfigurationError(
-            class_key,
-            f"{_class_name(client_class)} is not {_CLUSTER_CLIENT_CLASS} or a"
-            f" subclass of it, which {place} needs (asyncio cluster clients"
-            f" are not supported); leave {prefix}_CLASS unset, or name one.",
-        )
-    return client_class, topology
-
-
-def _topology(
-    config: Mapping[str, t.Any],
-    prefix: str,
-    parsed: _ParsedURL | None,
-    client_class: object,
-    class_key: str,
-) -> tuple[str, str | None]:
-    """``"server"``, ``"sentinel"`` or ``"cluster"``, and the key that says
-    so; refuses keys that say different things."""
-
-    def key(name: str) -> str:
-        return f"{prefix}_{name}"
-
-    sentinel = None
-    if parsed is not None and parsed.topology == "sentinel":
-        sentinel = key("URL")
-    elif config.get(key("SENTINELS")) is not None:
-        sentinel = key("SENTINELS")
-    cluster_flag = config.get(key("CLUSTER"))
-    if cluster_flag is not None:
-        try:
-            cluster_flag = _to_bool(cluster_flag)
-        except ValueError:
-            raise ConfigurationError(
-                key("CLUSTER"),
-                f"{_show(key('CLUSTER'), cluster_flag)} is not valid; expected"
-                f" {_BOOL.expected}.",
-            ) from None
-    says_cluster = {
-        key("URL"): parsed is not None and parsed.topology == "cluster",
-        key("CLUSTER_NODES"): config.get(key("CLUSTER_NODES")) is not None,
-        key("CLUSTER"): cluster_flag is True,
-        class_key: _is_cluster_class(client_class),
-    }
-    cluster = next((place for place, says in says_cluster.items() if says), None)
-
+    ]
     if sentinel is not None and cluster is not None:
         raise ConfigurationError(
             cluster,
             f"it configures a Redis Cluster, and {sentinel} configures Sentinel;"
             " a client uses one or the other. Remove one of them.",
         )
-    for name in _SENTINEL_KEYS if sentinel is None else ():
+    for name in _OWN_KEYS[-4:] if sentinel is None else ():  # SENTINEL_*
         if config.get(key(name)) is not None:
             raise ConfigurationError(
                 key(name),
-                f"{_show(key(name), config[key(name)])} is set, but no"
-                f" sentinels are configured; set {key('SENTINELS')} or use a"
+                f"{_show(key(name), config[key(name)])} is set, but no sentinels"
+                f" are configured; set {key('SENTINELS')} or use a"
                 f" redis+sentinel:// URL, or remove {key(name)}.",
             )
-    if cluster is not None:
-        if cluster_flag is False:
+    if cluster is not None and flag is False:
+        raise ConfigurationError(
+            key("CLUSTER"),
+            f"False, but {cluster} configures a Redis Cluster; set it to True, or"
+            " remove it.",
+        )
+    if cluster is not None and client_class is not None:
+        if not _is_cluster_class(client_class):
             raise ConfigurationError(
-                key("CLUSTER"),
-                f"False, but {cluster} configures a Redis Cluster; set it to"
-                " True, or remove it.",
+                class_key,
+                f"{_class_name(client_class)} is not redis.cluster.RedisCluster or a"
+                f" subclass of it, which {cluster} needs (asyncio cluster clients"
+                f" are not supported); leave {key('CLASS')} unset, or name one.",
             )
-        if parsed is not None and parsed.scheme == "unix":
+    if sentinel is not None and url is not None and url.topology is None:
+        raise ConfigurationError(
+            key("URL"),
+            f"{_show(key('URL'), config[key('URL')])} names one server, but"
+            f" {sentinel} configures Sentinel, which names the master; use a"
+            " 'redis+sentinel://host:port[,host:port…]/master[/db]' URL, or"
+            f" remove {sentinel}.",
+        )
+    if sentinel is not None and client_class is not None:
+        if not _is_redis_class(client_class):
             raise ConfigurationError(
-                key("URL"),
-                f"{_show(key('URL'), config[key('URL')])} is a unix socket, but"
-                f" {cluster} configures a Redis Cluster, which is reached over"
-                " TCP; use a 'redis+cluster://host:port[,host:port…]' URL.",
+                class_key,
+                f"{_class_name(client_class)} is not redis.Redis or a subclass of"
+                f" it, which Sentinel ({sentinel}) needs; asyncio clients are not"
+                " supported with Sentinel.",
             )
-        return "cluster", cluster
-    if sentinel is not None:
-        if parsed is not None and parsed.topology is None:
+    topology = "cluster" if cluster else "sentinel" if sentinel else "server"
+    return client_class or _default_client_class(topology == "cluster"), topology
+
+
+def _default_client_class(cluster: bool = False) -> type[t.Any]:
+    try:
+        import redis.cluster
+    except ImportError:
+        raise ImportError(
+            "Flask-And-Redis needs redis-py for its default client class: install"
+            " it with 'pip install redis', or configure a client class of your"
+            " own (REDIS_CLASS, or Redis.from_custom_provider)."
+        ) from None
+    return redis.cluster.RedisCluster if cluster else redis.Redis
+
+
+def _resolve_class(
+    value: object, key: str, expected: str, is_wanted: Callable[[type], bool] = bool
+) -> type:
+    """The class *value* names: a class, or its dotted path (resolved here
+    alone); *expected* says what *key* accepts."""
+    resolved, reason = value, ""
+    if isinstance(value, str):
+        try:
+            resolved = pkgutil.resolve_name(value)
+        except (ImportError, AttributeError, ValueError) as error:
+            # The reason may quote the value: show it as the value is shown.
+            reason = mask_url(str(error).replace(value, mask_url(value)))
             raise ConfigurationError(
-                key("URL"),
-                f"{_show(key('URL'), config[key('URL')])} names one server, but"
-                f" {sentinel} configures Sentinel, which names the master; use a"
-                " 'redis+sentinel://host:port[,host:port…]/master[/db]' URL, or"
-                f" remove {sentinel}.",
-            )
-        return "sentinel", sentinel
-    return "server", None
+                key,
+                f"{_show(key, value)} cannot be imported ({reason}); expected"
+                f" {expected}.",
+            ) from None
+    if not isinstance(resolved, type) or not is_wanted(resolved):
+        raise ConfigurationError(
+            key,
+            f"{_show(key, value)} is not {expected.partition(' or ')[0]};"
+            f" expected {expected}.",
+        )
+    return resolved
+
+
+def _class_name(client_class: Callable[..., t.Any]) -> str:
+    """The shortest import path of a class: redis.Redis, not redis.client.Redis."""
+    module = getattr(client_class, "__module__", None) or ""
+    name = getattr(client_class, "__qualname__", None) or repr(client_class)
+    parts = module.split(".")
+    for length in range(1, len(parts)):
+        package = sys.modules.get(".".join(parts[:length]))
+        if getattr(package, name, None) is client_class:
+            module = ".".join(parts[:length])
+            break
+    return f"{module}.{name}" if module else name
 
 
 def _is_subclass(client_class: object, module: str, name: str) -> bool:
@@ -1709,85 +1617,163 @@ def _is_cluster_class(client_class: object) -> bool:
     return _is_subclass(client_class, "redis.cluster", "RedisCluster")
 
 
-def _cluster_client_class() -> type[t.Any]:
-    _default_client_class()  # for its error message without redis-py
-    from redis.cluster import RedisCluster
+def _keywords(
+    client_class: Callable[..., t.Any], topology: str = "server"
+) -> tuple[dict[str, t.Any], bool]:
+    """The keyword arguments *client_class* names, each with its default, and
+    whether it takes any other keyword too.
 
-    return RedisCluster
+    Follows ``functools.wraps`` decorators (redis-py 6 and later wrap
+    ``Redis.__init__`` in one) and subclasses whose ``__init__`` hands
+    ``**kwargs`` on to a base class. redis-py's cluster client hands its
+    ``**kwargs`` on to its nodes, keeping those in
+    ``redis.cluster.REDIS_ALLOWED_KEYS``; its startup nodes, URL and pool are
+    not for the config.
+    """
+    initialisers = [client_class]
+    if isinstance(client_class, type):  # object.__init__ takes nothing
+        bases = [vars(base) for base in client_class.__mro__[:-1]]
+        initialisers = [base["__init__"] for base in bases if "__init__" in base]
+    keywords: dict[str, t.Any] = {}
+    takes_any = False
+    for initialiser in initialisers:
+        parameters = list(inspect.signature(initialiser).parameters.values())
+        for parameter in parameters[initialiser is not client_class :]:  # self
+            if parameter.kind in (
+                parameter.POSITIONAL_OR_KEYWORD,
+                parameter.KEYWORD_ONLY,
+            ):
+                keywords.setdefault(parameter.name, parameter.default)
+        takes_any = any(
+            parameter.kind is parameter.VAR_KEYWORD for parameter in parameters
+        )
+        if not takes_any:
+            break
+    if topology == "cluster":
+        if takes_any and _is_cluster_class(client_class):
+            allowed = sys.modules["redis.cluster"].REDIS_ALLOWED_KEYS
+            for name, default in _keywords(_default_client_class())[0].items():
+                if name in allowed:
+                    keywords.setdefault(name, default)
+            takes_any = False
+        for name in (
+            "startup_nodes",
+            "url",
+            "connection_pool",
+            "single_connection_client",
+        ):
+            keywords.pop(name, None)
+    return keywords, takes_any
 
 
-# Keywords of a cluster client that are not for Flask-And-Redis's config: the
-# startup nodes come from <prefix>_CLUSTER_NODES or the URL, and the
-# connections to the nodes take no pool of their own.
-_NOT_FOR_CLUSTER = (
-    "startup_nodes",
-    "url",
-    "connection_pool",
-    "single_connection_client",
+_POOL_CLASS_EXPECTED = (
+    "a connection pool class or its dotted path, such as 'redis.BlockingConnectionPool'"
 )
 
 
-def _cluster_keywords(client_class: Callable[..., t.Any]) -> dict[str, t.Any]:
-    """The keywords a cluster client takes: its own, and redis.Redis's, which
-    it hands on to its connections to the nodes."""
-    keywords = dict(_constructor_keywords(_default_client_class()) or {})
-    for klass in reversed(getattr(client_class, "__mro__", ())[:-1]):
-        if "__init__" in vars(klass):
-            found, _ = _keywords_of(
-                inspect.signature(vars(klass)["__init__"]), skip_self=True
+def _connection_pool(
+    config: Mapping[str, t.Any],
+    prefix: str,
+    client_class: Callable[..., t.Any],
+    keywords: Mapping[str, t.Any] | None,
+    sources: Mapping[str, str],
+    topology: str,
+) -> tuple[type | None, dict[str, t.Any]]:
+    """``<prefix>_CONNECTION_POOL_CLASS`` and ``_TIMEOUT``: the pool class of
+    the client, and what it adds to the keyword arguments. (A pool instance in
+    the config could follow neither the rest of it nor several apps: the
+    class is configured, and :func:`_client_with_connection_pool` makes it.)"""
+    class_key = f"{prefix}_CONNECTION_POOL_CLASS"
+    timeout_key = f"{prefix}_CONNECTION_POOL_TIMEOUT"
+    pool, timeout = "connection_pool", config.get(timeout_key)
+    sentinel = "with Sentinel: the client's pool is the one that asks the sentinels"
+    if config.get(class_key) is None:
+        if timeout is not None:
+            raise ConfigurationError(
+                timeout_key,
+                f"{_show(timeout_key, timeout)} is set, but {class_key} is not: it"
+                " is how long a request waits for a free connection of a blocking"
+                f" pool. Set {class_key} = 'redis.BlockingConnectionPool' too, or"
+                " remove it.",
             )
-            keywords.update(found)
-    for name in _NOT_FOR_CLUSTER:
-        keywords.pop(name, None)
-    return keywords
+        if topology == "sentinel" and pool in sources:
+            raise ConfigurationError(
+                _place(sources[pool], pool),
+                f"a connection pool cannot be given {sentinel} where the master is.",
+            )
+        return None, {}
+    pool_class = _resolve_class(
+        config[class_key],
+        class_key,
+        _POOL_CLASS_EXPECTED,
+        lambda resolved: callable(getattr(resolved, "get_connection", None)),
+    )
+    why = ""
+    if topology == "sentinel":
+        why = f"cannot be used {sentinel} where the master is; remove {class_key}"
+    elif keywords is not None and pool not in keywords:
+        why = f"cannot be used by {_class_name(client_class)}(), which takes no"
+        why += f" connection pool; remove {class_key}"
+    elif pool in sources:
+        why = "cannot be combined with the connection pool given in"
+        why += f" {_place(sources[pool], pool)}: configure one of them"
+    if why:
+        raise ConfigurationError(class_key, f"{_class_name(pool_class)} {why}.")
+    if timeout_key not in config:
+        return pool_class, {}
+    if "timeout" not in _keywords(pool_class)[0]:
+        raise ConfigurationError(
+            timeout_key,
+            f"{_class_name(pool_class)}() takes no timeout: only a blocking pool"
+            f" waits for a free connection. Use {class_key} ="
+            f" 'redis.BlockingConnectionPool', or remove {timeout_key}.",
+        )
+    return pool_class, {
+        "timeout": _checked("socket_timeout", timeout, timeout_key, None, bool)
+    }
 
 
 def _cluster_nodes(
     kwargs: dict[str, t.Any],
-    places: dict[str, str],
+    sources: Mapping[str, str],
     nodes: tuple[tuple[str, int], ...] | None,
 ) -> tuple[tuple[str, int], ...]:
     """The startup nodes of a cluster client: the listed ones, or the host and
     port; *kwargs* lose what the cluster client does not take."""
     if kwargs.get("db", 0) != 0:
         raise ConfigurationError(
-            places["db"],
+            _place(sources["db"], "db"),
             f"{kwargs['db']!r} is not valid with a Redis Cluster, which has only"
             " the database 0; remove it, or set it to 0.",
         )
     kwargs.pop("db", None)
     if "unix_socket_path" in kwargs:
         raise ConfigurationError(
-            places["unix_socket_path"],
+            _place(sources["unix_socket_path"], "unix_socket_path"),
             f"{kwargs['unix_socket_path']!r} is a unix socket, but a Redis Cluster"
             " is reached over TCP; name its nodes as host:port.",
         )
-    if nodes is None:
-        host = kwargs.pop("host", "localhost")
-        nodes = ((host, kwargs.pop("port", _REDIS_PORT)),)
-    return nodes
+    return nodes or ((kwargs.pop("host", "localhost"), kwargs.pop("port", 6379)),)
 
 
 def _service_name(
-    config: Mapping[str, t.Any], prefix: str, parsed: _ParsedURL | None
+    config: Mapping[str, t.Any], prefix: str, url: _ParsedURL | None
 ) -> str:
     """The name the sentinels know the master by: from the URL, or the key."""
-    if parsed is not None and parsed.service_name:
-        return parsed.service_name
+    if url is not None and url.service_name:
+        return url.service_name
     key = f"{prefix}_SENTINEL_MASTER"
     name = config.get(key)
-    if name is None:
-        raise ConfigurationError(
-            key,
-            "the master's name is missing; set it to the name the sentinels"
-            " monitor the master by, such as 'mymaster', or end the URL with it:"
-            " 'redis+sentinel://host:26379/mymaster/0'.",
-        )
     if not isinstance(name, str) or not name.strip():
+        problem = f"{_show(key, name)} is not a master name"
+        if name is None:
+            problem = "the master's name is missing"
         raise ConfigurationError(
             key,
-            f"{_show(key, name)} is not a master name; expected the name the"
-            " sentinels monitor the master by, such as 'mymaster'.",
+            f"{problem};"
+            " set it to the name the sentinels monitor the master by, such as"
+            " 'mymaster', or end the URL with it:"
+            " 'redis+sentinel://host:26379/mymaster/0'.",
         )
     return name.strip()
 
@@ -1795,72 +1781,52 @@ def _service_name(
 def _sentinel_kwargs(
     config: Mapping[str, t.Any], prefix: str, kwargs: Mapping[str, t.Any]
 ) -> dict[str, t.Any]:
-    """The keyword arguments of the clients of the sentinels.
-
-    Highest first: ``<prefix>_SENTINEL_USERNAME`` and ``_PASSWORD``,
-    ``<prefix>_SENTINEL_OPTIONS``, then the master's socket and TLS options.
-    A sentinel that does not answer is not retried: the next one is asked.
-    """
-    client_class = _default_client_class()
-    accepted = _constructor_keywords(client_class)
-    class_name = _class_name(client_class)
-    sentinel_kwargs: dict[str, t.Any] = {
+    """The keyword arguments of the sentinels' clients. Highest first:
+    ``<prefix>_SENTINEL_USERNAME`` and ``_PASSWORD``, ``_SENTINEL_OPTIONS``,
+    the master's socket and TLS options. A sentinel that does not answer is
+    not retried: the next one is asked."""
+    sentinel_kwargs = {
         name: value
         for name, value in kwargs.items()
         if name.startswith(("socket_", "ssl"))
     }
     sentinel_kwargs["retry"] = _no_retries()
     options_key = f"{prefix}_SENTINEL_OPTIONS"
-    options = _options(config, options_key, "{'socket_timeout': 0.5}")
-    for name, value in options.items():
-        place = f"{options_key}[{name!r}]"
-        sentinel_kwargs[name] = _keyword_value(
-            name, value, place, _show(name, value), accepted, class_name
-        )
+    options = _mapping(config, options_key, "{'socket_timeout': 0.5}")
+    values = [(name, value, options_key) for name, value in options.items()]
     for name in ("username", "password"):
-        config_key = f"{prefix}_SENTINEL_{name.upper()}"
-        if config.get(config_key) is not None:
-            sentinel_kwargs[name] = _keyword_value(
-                name,
-                config[config_key],
-                config_key,
-                _show(config_key, config[config_key]),
-                accepted,
-                class_name,
-            )
+        key = f"{prefix}_SENTINEL_{name.upper()}"
+        if config.get(key) is not None:
+            values.append((name, config[key], key))
+    redis_class = _default_client_class()
+    for name, value, source in values:
+        keywords = _keywords(redis_class)[0]
+        sentinel_kwargs[name] = _checked(name, value, source, keywords, redis_class)
     return sentinel_kwargs
 
 
-# -- Client construction: connection pools ---------------------------------------
+# == 7. Building clients ========================================================
 
 
 def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
-    """Build the client of *settings* on a pool of its connection pool class.
-
-    The client is first built as usual, which makes its default pool from the
-    configured keywords (connection class, TLS, socket options, retries…)
-    without connecting; that pool's connection class and keywords then make
-    the configured pool, so both ways of building a client connect alike.
-
-    :raise ConfigurationError: the pool class does not fit the client class,
-        such as a blocking pool of redis-py's asyncio client for its
-        synchronous one.
-    """
-    pool_class = settings.connection_pool_class
+    """Build the client of *settings* on a pool of its connection pool class:
+    the default pool of a client built as usual gives its connection class
+    and keywords, so that both ways of building a client connect alike."""
+    pool_class, kwargs = settings.connection_pool_class, settings.kwargs
     assert pool_class is not None
-    kwargs = settings.kwargs
-    template = settings.client_class(**kwargs)
-    default_pool = getattr(template, "connection_pool", None)
+    default_pool = getattr(settings.client_class(**kwargs), "connection_pool", None)
     key = f"{settings.prefix}_CONNECTION_POOL_CLASS"
     if default_pool is None:
         raise ConfigurationError(
-            key,
-            f"{_class_name(settings.client_class)} has no connection pool, so it"
-            f" cannot use {_class_name(pool_class)}; remove {key}.",
+            key, f"{_class_name(settings.client_class)} has no connection pool."
         )
     if not issubclass(pool_class, type(default_pool)):
-        raise _mismatched_pool(
-            key, pool_class, type(default_pool), settings.client_class
+        raise ConfigurationError(
+            key,
+            f"{_class_name(pool_class)} is not a kind of"
+            f" {_class_name(type(default_pool))}, the pool of"
+            f" {_class_name(settings.client_class)}; expected {_POOL_CLASS_EXPECTED}"
+            " (or 'redis.asyncio.BlockingConnectionPool' for redis.asyncio.Redis).",
         )
     pool_kwargs = {**default_pool.connection_kwargs, **settings.connection_pool_kwargs}
     if kwargs.get("max_connections") is not None:
@@ -1874,64 +1840,48 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     return client
 
 
-# -- Client construction: retries ------------------------------------------------
-
-
 def _fail_fast_retry(default: object) -> t.Any:
-    """A copy of a client class's default retry policy (*default*) that gives
-    up at once on what no retry mends, or ``None`` if *default* is none.
-
-    Since redis-py 6, clients retry a failed connection, handshake included,
-    with backoff: a wrong password, or a server certificate that does not
-    verify, would take seconds to be reported. Applied to every
-    client built from config, URL or keys alike (redis-py's ``from_url`` would
-    get no retries at all); a ``retry`` given in config is used as it is.
-    """
+    """A copy of a client class's default retry policy (*default*), if any,
+    that gives up at once on a wrong password or a server certificate that
+    does not verify, which redis-py 6 and later retry with backoff. Given to
+    every client, URL or keys alike (redis-py's ``from_url`` gives none); a
+    ``retry`` given in the config is used as it is."""
     retry_module = sys.modules.get("redis.retry")
     if retry_module is None or not isinstance(default, retry_module.Retry):
         return None
     try:  # Retry has no public accessors for these in every redis-py
-        backoff = default._backoff
-        retries = default._retries
-        supported_errors = default._supported_errors
+        backoff, retries, errors = (
+            default._backoff,
+            default._retries,
+            default._supported_errors,
+        )
     except AttributeError:  # a redis-py that renamed them: keep its default
         return None
-    return _fail_fast_retry_class()(copy.deepcopy(backoff), retries, supported_errors)
+    retry_class, backoff_class = _fail_fast_retry_classes()
+    return retry_class(backoff_class(copy.deepcopy(backoff)), retries, errors)
 
 
 def _no_retries(retry_class: type[t.Any] | None = None) -> t.Any:
-    """A retry policy of *retry_class* (redis-py's ``Retry`` by default;
-    ``redis.asyncio`` has one of its own) that tries once."""
+    """A retry policy of *retry_class* (``redis.retry.Retry`` by default) that
+    tries once."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
     return (retry_class or Retry)(NoBackoff(), 0)
 
 
-def _is_final(error: Exception) -> bool:
-    """Whether a connection failure would only repeat if retried."""
-    from redis.exceptions import AuthenticationError
-
-    cause = error.__cause__ or error.__context__
-    return isinstance(error, AuthenticationError) or isinstance(
-        cause, ssl.SSLCertVerificationError
-    )
-
-
 @functools.cache
-def _fail_fast_retry_class() -> type[t.Any]:
+def _fail_fast_retry_classes() -> tuple[type[t.Any], type[t.Any]]:
     # Made on first use: the module imports without redis-py.
     from redis.backoff import AbstractBackoff
+    from redis.exceptions import AuthenticationError
     from redis.retry import Retry
 
     class FailFastBackoff(AbstractBackoff):
-        """A backoff that raises, instead of giving a delay, when the failure
-        being handled would only repeat if retried.
-
-        redis-py's ``Retry.call_with_retry`` (5.0 to 8.x) asks its backoff for
-        the delay while it handles a failure, after its clean-up
-        (``fail(error)``), so the failure leaves as after the last attempt.
-        """
+        """Raises, instead of giving a delay, when the failure being handled
+        would only repeat if retried: redis-py's ``Retry.call_with_retry``
+        asks its backoff for the delay as it handles a failure. This costs
+        nothing per command (see docs/performance.rst)."""
 
         def __init__(self, backoff: AbstractBackoff) -> None:
             self.backoff = backoff
@@ -1940,7 +1890,11 @@ def _fail_fast_retry_class() -> type[t.Any]:
 
         def compute(self, failures: int) -> float:
             error = sys.exc_info()[1]
-            if isinstance(error, Exception) and _is_final(error):
+            cause = error and (error.__cause__ or error.__context__)
+            if error and (
+                isinstance(error, AuthenticationError)
+                or isinstance(cause, ssl.SSLCertVerificationError)
+            ):
                 raise error
             return self.backoff.compute(failures)
 
@@ -1952,30 +1906,10 @@ def _fail_fast_retry_class() -> type[t.Any]:
             return hash((FailFastBackoff, self.backoff))
 
     class FailFastRetry(Retry):
-        """redis-py's :class:`~redis.retry.Retry` that does not retry a refused
-        password or an untrusted server certificate.
-
-        It stops in its backoff, which costs nothing per command, where a
-        ``call_with_retry`` of its own would wrap every command in more
-        Python: a few percent of a round trip on a busy machine (see
-        docs/performance.rst).
-        """
-
-        def __init__(
-            self,
-            backoff: AbstractBackoff,
-            retries: int,
-            supported_errors: tuple[type[Exception], ...],
-        ) -> None:
-            super().__init__(FailFastBackoff(backoff), retries, supported_errors)
-
         def __repr__(self) -> str:  # as `flask redis config` shows it
             return f"FailFastRetry(retries={self._retries})"
 
-    return FailFastRetry
-
-
-# -- Client construction: Sentinel -----------------------------------------------
+    return FailFastRetry, FailFastBackoff
 
 
 def _sentinel_client(
@@ -1992,10 +1926,10 @@ def _sentinel_client(
     )
     # redis.Redis's keywords describe connections and go to the pool; those a
     # subclass adds are its own.
-    connection_keywords = _constructor_keywords(_default_client_class()) or {}
     own, connection = {}, {}
+    redis_keywords = _keywords(_default_client_class())[0]
     for name, value in settings.kwargs.items():
-        if name not in connection_keywords:
+        if name not in redis_keywords:
             own[name] = value
         elif settings.kwargs.get("ssl") or not name.startswith("ssl_"):
             # Without TLS, redis.Redis ignores TLS options; connections fail.
@@ -2012,11 +1946,12 @@ def _sentinel_client(
     return client
 
 
+# == 8. Following Sentinel failovers ============================================
+
 # After a sentinel announces a new master, the others report the old one until
 # they hear of it, within their 2 s hello period: trust the announcement for
 # a while longer than that.
 _ANNOUNCEMENT_TRUSTED_FOR = 10.0
-_SWITCH_MASTER = "+switch-master"
 _WATCH_INTERVAL = 0.25  # how often a watcher checks whether to stop
 _WATCH_RETRY_DELAY = 0.5  # between attempts to reach a sentinel that is down
 _WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
@@ -2068,23 +2003,18 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
 
     class ReconnectingConnection(SentinelManagedConnection):
         """Asks the sentinels where to connect (the master, or a replica)
-        whenever it reconnects.
-
-        redis-py 6 and later reconnect a connection that a failed command
-        closed to the address it had, without asking: a command retried
-        after its master died would be retried against the dead master until
-        its retries ran out, long after the new master was announced.
-        """
+        whenever it reconnects: redis-py 6 and later reconnect a connection
+        that a failed command closed to the address it had, so a command
+        retried after its master died would be retried against the dead master
+        until its retries ran out."""
 
         def send_packed_command(
             self, command: t.Any, check_health: bool = True
         ) -> None:
             if not getattr(self, "_sock", True):
                 # One attempt that asks the sentinels: the command's own retry
-                # is around this call. The public connect() would nest a
-                # second retry loop inside it.
-                connect = getattr(self, "_connect_retry", self.connect)
-                connect()
+                # is around this call, and connect() would nest a second one.
+                getattr(self, "_connect_retry", self.connect)()
             super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
     class ReconnectingSSLConnection(
@@ -2104,17 +2034,15 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
             follow_failovers: bool = True,
             **kwargs: t.Any,
         ) -> None:
-            if "connection_class" not in kwargs:
-                kwargs["connection_class"] = (
-                    ReconnectingSSLConnection
-                    if kwargs.get("ssl")
-                    else ReconnectingConnection
-                )
-            self.watcher = (
-                _FailoverWatcher(self, sentinel_manager, service_name)
-                if follow_failovers and kwargs.get("is_master", True)
-                else None
+            kwargs.setdefault(
+                "connection_class",
+                ReconnectingSSLConnection
+                if kwargs.get("ssl")
+                else ReconnectingConnection,
             )
+            self.watcher = None
+            if follow_failovers and kwargs.get("is_master", True):
+                self.watcher = _FailoverWatcher(self, sentinel_manager, service_name)
             super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
 
         def get_connection(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -2135,38 +2063,32 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
 
 class _FailoverWatcher:
     """Makes a master's pool follow a failover as soon as a sentinel
-    announces it.
+    announces it: redis-py's pool asks the sentinels where the master is only
+    when it opens a connection, and its open connections go on writing to the
+    old master until it is demoted, ten seconds or more, losing the writes.
 
-    redis-py's Sentinel pool asks the sentinels where the master is only when
-    it opens a connection, and keeps its open connections: after a failover
-    they go on writing to the old master until it is demoted -- ten seconds
-    or more -- and those writes are lost. Here a daemon thread per sentinel
-    listens for ``+switch-master``; on an announcement for our master, the
-    pool learns the new address, closes its idle connections and drops its
-    busy ones as they come back, so the next commands reach the new master.
-
-    The pool starts it on its first connection in each process (nothing runs
-    at ``init_app``, and a forked worker starts its own), and stops it when it
-    is closed. A sentinel that is down is tried again every half second.
+    A daemon thread per sentinel listens for ``+switch-master``; on news of
+    our master, the pool learns the new address, closes its idle connections
+    and its busy ones as they come back. The pool starts it on its first
+    connection in each process (a forked worker starts its own), and stops it
+    when it is closed.
     """
 
     def __init__(self, pool: t.Any, sentinel_manager: t.Any, service_name: str) -> None:
         self._pool = weakref.ref(pool)
         self._sentinel_manager = sentinel_manager
         self._service_name = service_name
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._pid: int | None = None  # the process the threads run in
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         """Follow the sentinels, unless already following in this process."""
-        if self._pid == os.getpid():
-            return
         with self._lock:
             if self._pid == os.getpid():
                 return
-            self._stopping = threading.Event()
+            self._pid, self._stopping = os.getpid(), threading.Event()
             self._threads = [
                 threading.Thread(
                     target=self._follow,
@@ -2178,7 +2100,6 @@ class _FailoverWatcher:
             ]
             for thread in self._threads:
                 thread.start()
-            self._pid = os.getpid()
 
     def stop(self) -> None:
         """Stop following, and wait for the threads to end."""
@@ -2194,21 +2115,18 @@ class _FailoverWatcher:
         from redis import Redis
         from redis.exceptions import RedisError
 
-        options = dict(self._sentinel_manager.sentinel_kwargs)
-        options["retry"] = _no_retries()  # the loop below retries
+        options = {**self._sentinel_manager.sentinel_kwargs, "retry": _no_retries()}
         for name in ("socket_timeout", "socket_connect_timeout"):
             if options.get(name) is None:  # never hang: stop() waits
                 options[name] = _WATCH_TIMEOUT
         sentinel = Redis(host=host, port=port, **options)
         pubsub = sentinel.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        subscribed = failing = False
+        failing = False
         try:
             while not stopping.is_set() and self._pool() is not None:
                 try:
-                    if not subscribed:
-                        pubsub.subscribe(_SWITCH_MASTER)
-                        subscribed = True
-                    # Resubscribes by itself after a reconnection.
+                    if not pubsub.subscribed:  # resubscribes after reconnecting
+                        pubsub.subscribe("+switch-master")
                     message = pubsub.get_message(timeout=_WATCH_INTERVAL)
                 except RedisError as error:
                     if not failing:
@@ -2224,40 +2142,33 @@ class _FailoverWatcher:
                     stopping.wait(_WATCH_RETRY_DELAY)
                     continue
                 failing = False
-                if message is not None:
-                    self._announced(message["data"])
+                # "<master name> <old ip> <old port> <new ip> <new port>"
+                data = message["data"] if message else b""
+                fields = (data.decode() if isinstance(data, bytes) else data).split()
+                pool = self._pool()
+                if len(fields) != 5 or fields[0] != self._service_name:
+                    continue
+                if pool is None or not fields[4].isdigit():
+                    continue
+                address = (fields[3], int(fields[4]))
+                if self._sentinel_manager.announce(self._service_name, address):
+                    # The pool asks, and gets the announced address; as it
+                    # changed, it closes its idle connections, busy ones on release.
+                    pool.get_master_address()
+                    logger.info(
+                        "The sentinels announce a new master for %r: %s:%s",
+                        self._service_name,
+                        *address,
+                    )
         finally:
             pubsub.close()
             sentinel.close()
 
-    def _announced(self, data: bytes | str) -> None:
-        # "<master name> <old ip> <old port> <new ip> <new port>"
-        text = data.decode() if isinstance(data, bytes) else data
-        fields = text.split()
-        pool = self._pool()
-        if len(fields) != 5 or fields[0] != self._service_name or pool is None:
-            return
-        try:
-            address = (fields[3], int(fields[4]))
-        except ValueError:
-            return
-        if not self._sentinel_manager.announce(self._service_name, address):
-            return  # heard from another sentinel already
-        # The pool asks (and gets the announced address); as it changed, the
-        # pool closes its idle connections, and closes busy ones on release.
-        pool.get_master_address()
-        # Once followed: every command called from now on goes to the new master.
-        logger.info(
-            "The sentinels announce a new master for %r: %s:%s",
-            self._service_name,
-            *address,
-        )
+
+# == 9. asyncio: a client per event loop ========================================
 
 
-# -- Client construction: asyncio clients, one per event loop --------------------
-
-
-class LoopLocalClient:
+class LoopLocalClient(_Binding):
     """The asyncio client of one app and prefix: one client per event loop.
 
     An asyncio client's connections belong to the event loop that opened
@@ -2277,16 +2188,14 @@ class LoopLocalClient:
     :param settings: what every loop's client is built from.
     """
 
-    __slots__ = ("_clients", "_closers", "settings")
+    __slots__ = ("_clients", "_closers")
 
     def __init__(self, settings: ClientSettings) -> None:
         #: The settings each loop's client is built from.
-        self.settings = settings
+        self.settings, self.replica = settings, None
         # Plain dicts: weak keys would not let a loop go, since the values
-        # refer to it (a client's connections through their transports and
-        # streams, a closer through its frame and its finalizer, the loop's
-        # hook). Both entries leave when the loop shuts down, or once it is
-        # found closed without shutting down (_forget_closed_loops).
+        # refer to it. Both entries leave when the loop shuts down, or once it
+        # is found closed without shutting down.
         self._clients: dict[asyncio.AbstractEventLoop, t.Any] = {}
         self._closers: dict[
             asyncio.AbstractEventLoop, t.AsyncGenerator[None, None]
@@ -2301,29 +2210,43 @@ class LoopLocalClient:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(self._no_loop_message()) from None
+            raise RuntimeError(
+                f"{self.settings.prefix} has an asyncio client class"
+                f" ({_class_name(self.settings.client_class)}), whose clients"
+                " belong to an event loop, and no event loop is running here. Use"
+                " it in an async view or a coroutine ('await redis.get(...)'); for"
+                " sync code, configure another prefix with a sync client class."
+            ) from None
         client = self._clients.get(loop)
-        if client is None:
-            client = self._open(loop)
-        return client
+        return client if client is not None else self._open(loop)
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> t.Any:
-        self._forget_closed_loops()
+        for closed in [closed for closed in self._clients if closed.is_closed()]:
+            # Closed without shutdown_asyncgens(), so its client could not be
+            # closed: closing asyncio transports needs their loop. Let go of
+            # it for the garbage collector, rather than keep it for good.
+            del self._clients[closed], self._closers[closed]
+            logger.warning(
+                "%s: event loop %#x was closed without loop.shutdown_asyncgens(),"
+                " so its client could not be closed; the client is dropped and its"
+                " connections are left to the garbage collector. Run event loops"
+                " with asyncio.run() or asyncio.Runner, or call"
+                " shutdown_asyncgens() before close().",
+                self.settings.prefix,
+                id(closed),
+            )
         client = self.settings.create_client()
         closer = self._close_at_shutdown(loop, client)
-        # Take the closer to its yield now. Its first step registers it with
-        # the running loop (through sys.set_asyncgen_hooks), and the loop's
-        # shutdown_asyncgens() closes it -- running its finally, which can
-        # still await -- before the loop is closed. asyncio.run() and
-        # asyncio.Runner call it, and so do asgiref (Flask's async views),
-        # Quart and Hypercorn.
+        # Take the closer to its yield now: that registers it with the running
+        # loop, whose shutdown_asyncgens() closes it -- running its finally,
+        # which can still await -- before the loop is closed. asyncio.run(),
+        # asgiref (Flask's async views), Quart and Hypercorn call it.
         try:
             closer.asend(None).send(None)
         except StopIteration:
             pass
-        self._clients[loop] = client
-        self._closers[loop] = closer
-        _expose_instance_attributes(client)
+        self._clients[loop], self._closers[loop] = client, closer
+        _expose_attributes(client, own_only=True)
         logger.debug(
             "%s: new client for event loop %#x", self.settings.prefix, id(loop)
         )
@@ -2343,41 +2266,6 @@ class LoopLocalClient:
                 id(loop),
             )
 
-    def _forget_closed_loops(self) -> None:
-        # A loop closed without shutdown_asyncgens() never ran its closer,
-        # and its connections can no longer be closed: closing an asyncio
-        # transport schedules a callback on its loop, which raises "Event loop
-        # is closed" once the loop is. So its client is let go, for the
-        # garbage collector to close the sockets (asyncio and redis-py warn
-        # "unclosed ..." as it does), rather than kept for the life of the
-        # process. Looked for when a new loop's client is built, off the path
-        # of every call.
-        for loop in list(self._clients):
-            if loop.is_closed():
-                self._clients.pop(loop, None)
-                # Dropped unrun: on a closed loop the finalizer the loop gave
-                # it does nothing, and its finally could not await.
-                self._closers.pop(loop, None)
-                logger.warning(
-                    "%s: event loop %#x was closed without"
-                    " loop.shutdown_asyncgens(), so its client could not be"
-                    " closed; the client is dropped and its connections are"
-                    " left to the garbage collector. Run event loops with"
-                    " asyncio.run() or asyncio.Runner, or call"
-                    " shutdown_asyncgens() before close().",
-                    self.settings.prefix,
-                    id(loop),
-                )
-
-    def _no_loop_message(self) -> str:
-        return (
-            f"{self.settings.prefix} has an asyncio client class"
-            f" ({_class_name(self.settings.client_class)}), whose clients belong"
-            " to an event loop, and no event loop is running here. Use it in an"
-            " async view or a coroutine ('await redis.get(...)'); for sync code,"
-            " configure another prefix with a sync client class next to this one."
-        )
-
     def __getattr__(self, name: str) -> t.Any:
         if name.startswith("_"):
             raise AttributeError(
@@ -2394,679 +2282,178 @@ class LoopLocalClient:
         )
 
 
-# -- The extension ---------------------------------------------------------------
+# == 10. The flask redis command ================================================
 
 
-class _Binding:
-    """One app's registration of one extension: its settings and its client."""
+@click.group("redis")
+def cli() -> None:
+    """Check and inspect the Redis connections of the app.
 
-    __slots__ = ("client", "settings")
-
-    def __init__(self, settings: ClientSettings, client: t.Any) -> None:
-        self.settings = settings
-        self.client = client
-
-
-class _SentinelBinding(_Binding):
-    """A client of the master that the sentinels name, and one of its replicas."""
-
-    __slots__ = ("replica",)
-
-    def __init__(self, settings: SentinelSettings, client: t.Any) -> None:
-        super().__init__(settings, client)
-        self.replica = settings.create_replica_client()
-
-
-class _ClusterBinding(_Binding):
-    """A cluster client, built on first use: it connects as it is built, and
-    ``init_app`` makes no connection."""
-
-    __slots__ = ("_built", "_lock")
-
-    def __init__(self, settings: ClusterSettings) -> None:
-        self.settings = settings
-        self._built: t.Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> t.Any:
-        client = self._built
-        if client is None:
-            with self._lock:
-                if self._built is None:
-                    self._built = self.settings.create_client()
-                    _expose_instance_attributes(self._built)
-                client = self._built
-        return client
-
-
-def _bind(settings: ClientSettings) -> _Binding | LoopLocalClient:
-    """What serves one app and prefix: its client, a cluster client built on
-    first use, or for an asyncio client class a client per event loop. Makes
-    no connection."""
-    if settings.is_asyncio:
-        if not hasattr(settings.client_class, "aclose"):
-            key = f"{settings.prefix}_CLASS"
-            raise ConfigurationError(
-                key,
-                f"{_class_name(settings.client_class)} is an asyncio client class"
-                " without aclose(), so its clients cannot be closed with their"
-                " event loops; use redis-py 5.0.1 or later.",
-            )
-        _expose_client_attributes(t.cast(type, settings.client_class))
-        return LoopLocalClient(settings)
-    if isinstance(settings, ClusterSettings):
-        _expose_client_attributes(t.cast(type, settings.client_class))
-        return _ClusterBinding(settings)
-    client = settings.create_client()
-    _expose_client_attributes(client)
-    if isinstance(settings, SentinelSettings):
-        return _SentinelBinding(settings, client)
-    return _Binding(settings, client)
-
-
-class _Clients(Mapping[str, t.Any]):
-    """``app.extensions["redis"]``: for each prefix of one app, its client
-    (a cluster client is built on first access), or the
-    :class:`LoopLocalClient` of an asyncio client class."""
-
-    __slots__ = ("_bindings",)
-
-    def __init__(self) -> None:
-        self._bindings: dict[str, _Binding | LoopLocalClient] = {}
-
-    def __getitem__(self, prefix: str) -> t.Any:
-        binding = self._bindings[prefix]
-        return binding if isinstance(binding, LoopLocalClient) else binding.client
-
-    def __contains__(self, prefix: object) -> bool:
-        return prefix in self._bindings  # without building a cluster client
-
-    def __iter__(self) -> t.Iterator[str]:
-        return iter(self._bindings)
-
-    def __len__(self) -> int:
-        return len(self._bindings)
-
-    def __repr__(self) -> str:
-        return f"<clients of the prefixes {list(self._bindings)}>"
-
-    def add(self, prefix: str, binding: _Binding | LoopLocalClient) -> None:
-        self._bindings[prefix] = binding
-
-    def settings(self) -> dict[str, ClientSettings]:
-        """The settings of each prefix's client, in the order the prefixes
-        were registered; builds no client."""
-        return {prefix: binding.settings for prefix, binding in self._bindings.items()}
-
-
-_NO_APP = object()  # never an app, and not None: matches no context
-
-
-class _NoContext:
-    """Stands in for the app context outside of one: saves a branch per call."""
-
-    app = None
-
-
-_NO_CONTEXT = _NoContext()
-_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
-def _current_quart_app() -> t.Any:
-    """The app of Quart's current app context; None without one, or without
-    Quart (which is never imported here)."""
-    quart = sys.modules.get("quart")
-    if quart is None or not quart.has_app_context():
-        return None
-    return quart.current_app._get_current_object()
-
-
-def _check_prefix(prefix: object) -> str:
-    if (
-        not isinstance(prefix, str)
-        or not _PREFIX.fullmatch(prefix)
-        or prefix.endswith("_")
-    ):
-        raise ConfigurationError(
-            "config_prefix",
-            f"{prefix!r} is not a config prefix; expected letters, digits and"
-            " underscores, starting with a letter and not ending with '_', such as"
-            " 'REDIS' or 'CACHE_REDIS'.",
-        )
-    return prefix
-
-
-class Redis(_ClientInterface, t.Generic[ClientT]):
-    """The Redis extension: a client per app, configured from ``app.config``.
-
-    Every public attribute of the client -- ``get``, ``set``, ``pipeline``,
-    ``pubsub``, … -- is available on the extension and resolves to the client
-    of the current app; so is item access (``redis["key"]``). The client itself
-    is :attr:`connection` and ``app.extensions["redis"][prefix]``.
-
-    :param app: the app to register on now; or call :meth:`init_app` later.
-    :param config_prefix: the prefix of the config keys, ``"REDIS"`` by
-        default; use one extension, with its own prefix, per database.
-    :param client_kwargs: keyword arguments for the client class, used as
-        defaults under the app's config (``Redis(decode_responses=True)``).
-        ``strict`` is accepted and ignored, as in flask-redis.
+    Added to every app with a :class:`Redis` extension, and a
+    ``flask.commands`` entry point of the package, so that it can report a
+    configuration error that stops the app from loading.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_bindings",
-        "_last",
-        "_lock",
-        "client_kwargs",
-        "config_prefix",
-        "provider",
+
+def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
+    """A ``flask redis`` command with its ``--prefix`` (and ``--timeout``)
+    option, run in the app's context as Flask's ``with_appcontext`` runs
+    one, but reporting a configuration error in one line (exit status 1)."""
+
+    def decorate(command: Callable[..., None]) -> t.Any:
+        @functools.wraps(command)
+        @click.pass_context
+        def run(
+            context: click.Context, /, prefix: str | None, **options: t.Any
+        ) -> None:
+            if _cv_app.get(_NO_CONTEXT).app is None:
+                try:
+                    app = context.ensure_object(ScriptInfo).load_app()
+                except ConfigurationError as error:
+                    raise click.ClickException(str(error)) from None
+                context.with_resource(app.app_context())
+            app = _cv_app.get(_NO_CONTEXT).app
+            registered = _registered_settings(app)
+            if prefix is not None and prefix not in registered:
+                raise click.BadParameter(
+                    f"{prefix!r} is not a prefix of this app; its prefixes are"
+                    f" {', '.join(map(repr, registered))}.",
+                    param_hint="'--prefix'",
+                )
+            selected = [registered[prefix]] if prefix else list(registered.values())
+            if not selected:
+                raise click.ClickException(
+                    f"The app {app.name!r} has no Redis extension."
+                )
+            command(selected, **options)
+
+        run = click.option(
+            "--prefix",
+            metavar="PREFIX",
+            help="Only the client of this config prefix (default: every prefix).",
+        )(run)
+        if timeout:
+            run = click.option(
+                "--timeout",
+                type=click.FloatRange(min=0, min_open=True),
+                default=3.0,
+                show_default=True,
+                help="Seconds to wait for each server, which is tried once.",
+            )(run)
+        return cli.command(name)(run)
+
+    return decorate
+
+
+def _probe(
+    settings: ClientSettings, timeout: float, *commands: tuple[t.Any, ...]
+) -> list[tuple[t.Any, float]]:
+    """Run *commands* -- ``("info", "server")`` -- on a client of their own,
+    made from *settings* but trying each server once and giving up after
+    *timeout* seconds: redis-py 8 retries a refused connection ten times with
+    backoff, too slow for a health check. With Sentinel, the sentinels are
+    asked the same way, and no failovers are followed. Returns each result
+    and the seconds it took."""
+    named, takes_any = _keywords(settings.client_class)
+    timeouts = dict.fromkeys(("socket_timeout", "socket_connect_timeout"), timeout)
+    kwargs = {**settings.kwargs}
+    kwargs.update(
+        (name, value) for name, value in timeouts.items() if takes_any or name in named
     )
+    if hasattr(named.get("retry"), "get_retries"):
+        # The class's own kind of Retry: redis.asyncio has one of its own.
+        kwargs["retry"] = _no_retries(type(named["retry"]))
+    probe = dataclasses.replace(settings, kwargs=kwargs)
+    create = probe.create_client
+    if isinstance(probe, SentinelSettings):
+        sentinel_kwargs = {**probe.sentinel_kwargs, **timeouts, "retry": _no_retries()}
+        probe = dataclasses.replace(probe, sentinel_kwargs=sentinel_kwargs)
+        create = functools.partial(_sentinel_client, probe, True, False)
 
-    def __init__(
-        self,
-        app: Flask | None = None,
-        config_prefix: str = "REDIS",
-        **client_kwargs: t.Any,
-    ) -> None:
-        #: The config prefix used when :meth:`init_app` is given none.
-        self.config_prefix = _check_prefix(config_prefix)
-        #: Client keyword arguments given in code, under each app's config.
-        self.client_kwargs = _without_strict(client_kwargs)
-        #: The client class given to :meth:`from_custom_provider`, if any.
-        self.provider: Callable[..., t.Any] | None = None
-        self._bindings: weakref.WeakKeyDictionary[Flask, _Binding | LoopLocalClient] = (
-            weakref.WeakKeyDictionary()
-        )
-        # The app last resolved and its binding: the hot path is one identity
-        # check against the current app. It keeps that one app alive until
-        # another is used; registrations themselves are held weakly.
-        self._last: tuple[object, _Binding | LoopLocalClient] = (
-            _NO_APP,
-            t.cast(_Binding, None),
-        )
-        # Serialises registering and resolving an app off the hot path, so a
-        # lookup that began before an init_app cannot cache its stale answer.
-        self._lock = threading.Lock()
-        if app is not None:
-            self.init_app(app)
-
-    @classmethod
-    def from_custom_provider(
-        cls, provider: Callable[..., ClientT], app: Flask | None = None, **kwargs: t.Any
-    ) -> Redis[ClientT]:
-        """Make an extension whose clients are built by *provider*.
-
-        The flask-redis way to swap the client class (``FakeRedis`` in
-        tests); the provider takes the place of ``<prefix>_CLASS`` and is
-        called with the configured keyword arguments (it needs no
-        ``from_url``).
-
-        :param provider: a client class, such as ``fakeredis.FakeRedis``.
-        :param app: the app to register on now.
-        :param kwargs: ``config_prefix`` and client keyword arguments.
-        :raise AssertionError: *provider* is ``None`` (as in flask-redis).
-        """
-        if provider is None:
-            raise AssertionError(
-                "The custom provider is None; pass the client class to use,"
-                " such as fakeredis.FakeRedis."
-            )
-        extension = cls(**kwargs)
-        extension.provider = provider
-        if app is not None:
-            extension.init_app(app)
-        return extension
-
-    def init_app(
-        self, app: Flask, config_prefix: str | None = None, **client_kwargs: t.Any
-    ) -> None:
-        """Register the extension on *app*: read and check its config, build
-        its client, and store it in ``app.extensions["redis"][prefix]``.
-
-        Makes no connection. Call it once per app; use another extension for
-        another database of the same app.
-
-        :param app: the Flask app.
-        :param config_prefix: the prefix for this app; defaults to the
-            extension's own.
-        :param client_kwargs: client keyword arguments for this app, over the
-            extension's and under the app's config.
-        :raise ConfigurationError: a config value that cannot be used.
-        :raise RuntimeError: the app already has this extension, or another
-            one with the same prefix.
-        """
-        prefix = (
-            self.config_prefix
-            if config_prefix is None
-            else _check_prefix(config_prefix)
-        )
-        registered = app.extensions.get("redis", {})
-        if app in self._bindings:
-            raise RuntimeError(
-                f"This Redis extension is already registered on the app {app.name!r},"
-                f" with the prefix {self._bindings[app].settings.prefix!r}. Use one"
-                " extension per database: Redis(app, config_prefix='REDIS2')."
-            )
-        if prefix in registered:
-            raise RuntimeError(
-                f"Another Redis extension is already registered on the app"
-                f" {app.name!r} with the prefix {prefix!r}. Import and use that one,"
-                " or give this one a prefix of its own:"
-                " Redis(app, config_prefix='REDIS2')."
-            )
-        settings = client_settings_from_config(
-            app.config,
-            prefix,
-            client_class=self.provider,
-            defaults={**self.client_kwargs, **_without_strict(client_kwargs)},
-        )
-        binding = _bind(settings)
-        self._register(app, binding)
-        app.extensions.setdefault("redis", _Clients()).add(prefix, binding)
-        _add_cli(app)
-        logger.debug(
-            "%s on app %r: %s to %s",
-            prefix,
-            app.name,
-            _class_name(settings.client_class),
-            settings.url,
-        )
-
-    @property
-    def connection(self) -> ClientT:  # type: ignore[override]
-        """The client of the current app; for an asyncio client class, the
-        client of the running event loop (see :class:`LoopLocalClient`).
-
-        Use it directly in hot loops: calls on the client skip the lookup of
-        the current app that each call through the extension makes.
-        """
-        client: ClientT = self._current_binding().client
-        return client
-
-    @property
-    def replica(self) -> t.Any:
-        """The replica client of the current app, for reads that may lag the
-        master a little: with Sentinel only (see :doc:`sentinel`).
-
-        :raise RuntimeError: the app's client does not use Sentinel.
-
-        .. versionadded:: 2.0
-        """
-        binding = self._current_binding()
-        if isinstance(binding, _SentinelBinding):
-            return binding.replica
-        prefix = binding.settings.prefix
-        raise RuntimeError(
-            f"{prefix} has no replica client: replicas are found through Redis"
-            f" Sentinel, and {prefix} is not configured for it. Set"
-            f" {prefix}_SENTINELS and {prefix}_SENTINEL_MASTER, or a"
-            f" redis+sentinel:// {prefix}_URL; or read from the client itself."
-        )
-
-    def settings_for(self, app: Flask) -> ClientSettings:
-        """The settings *app*'s client was built with.
-
-        :raise RuntimeError: the extension is not registered on *app*.
-        """
-        return self._find_binding(app).settings
-
-    def _current_binding(self) -> _Binding | LoopLocalClient:
-        app = _current_app_context(_NO_CONTEXT).app
-        cached_app, binding = self._last
-        if app is cached_app:
-            return binding
-        return self._find_binding(app)
-
-    def _register(self, app: Flask, binding: _Binding | LoopLocalClient) -> None:
-        with self._lock:
-            self._bindings[app] = binding
-            self._forget_last()
-        # With the app gone, a cached answer for "outside of a context" is
-        # stale too. The callback holds the extension weakly, and takes no
-        # lock: it may run in the middle of anything.
-        weakref.finalize(app, _forget_last_app, weakref.ref(self))
-
-    def _forget_last(self) -> None:
-        self._last = (_NO_APP, self._last[1])
-
-    def _find_binding(self, app: Flask | None) -> _Binding | LoopLocalClient:
-        with self._lock:
-            return self._find_binding_locked(app)
-
-    def _find_binding_locked(self, app: Flask | None) -> _Binding | LoopLocalClient:
-        if app is not None:
-            found = self._bindings.get(app)
-            if found is None:
-                raise RuntimeError(
-                    f"The current application {app.name!r} is not registered with"
-                    f" this Redis extension (prefix {self.config_prefix!r}). Call"
-                    " init_app(app) on it in your app factory, or use the extension"
-                    " that was registered on this app."
-                )
-            binding = found
-        else:
-            bindings = list(self._bindings.values())
-            if not bindings:
-                raise RuntimeError(
-                    f"This Redis extension (prefix {self.config_prefix!r}) is not"
-                    " registered on any application. Call redis.init_app(app), or"
-                    " create it with Redis(app)."
-                )
-            if len(bindings) > 1:
-                # Quart keeps its app context apart from Flask's. Not cached:
-                # the next call may come from another Quart app.
-                quart_app = _current_quart_app()
-                if quart_app in self._bindings:
-                    return self._bindings[quart_app]
-                raise RuntimeError(
-                    "Working outside of application context, and this Redis"
-                    f" extension (prefix {self.config_prefix!r}) is registered on"
-                    f" {len(bindings)} applications, so it cannot tell which client"
-                    " to use. Push an app context ('with app.app_context():'), or"
-                    " use app.extensions['redis'][prefix]."
-                )
-            binding = bindings[0]
-        self._last = (app, binding)
-        return binding
-
-    if not t.TYPE_CHECKING:  # checkers see the client's attributes instead
-
-        def __contains__(self, name: t.Any) -> bool:
-            return name in self._current_binding().client
-
-    def __getitem__(self, name: t.Any) -> t.Any:
-        return self._current_binding().client[name]
-
-    def __setitem__(self, name: t.Any, value: t.Any) -> None:
-        self._current_binding().client[name] = value
-
-    def __delitem__(self, name: t.Any) -> None:
-        del self._current_binding().client[name]
-
-    def __repr__(self) -> str:
-        bindings = list(self._bindings.values())
-        app = _current_app_context(_NO_CONTEXT).app
-        if app is not None:
-            found = self._bindings.get(app)
-            bindings = [found] if found else []
-        if len(bindings) == 1:
-            settings = bindings[0].settings
-            where = f"{settings.prefix} {settings.url}"
-        else:
-            where = f"{self.config_prefix} on {len(bindings)} apps"
-        return f"<{type(self).__module__}.{type(self).__name__} {where}>"
-
-    def __copy__(self) -> Redis[ClientT]:
-        """A new extension with the same settings and registrations; apps
-        registered on it later are its own."""
-        copied = type(self)(config_prefix=self.config_prefix, **self.client_kwargs)
-        copied.provider = self.provider
-        for app, binding in list(self._bindings.items()):
-            copied._register(app, binding)
-        return copied
-
-    def __reduce__(self) -> t.NoReturn:
-        raise TypeError(
-            "A Redis extension cannot be pickled: it holds live clients. Create it"
-            " at import time and call init_app(app) in each process instead."
-        )
-
-
-def _forget_last_app(extension: weakref.ref[Redis[t.Any]]) -> None:
-    alive = extension()
-    if alive is not None:
-        alive._forget_last()
-
-
-def _without_strict(client_kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
-    """flask-redis's ``strict`` chose StrictRedis, which is Redis since redis-py 3."""
-    return {name: value for name, value in client_kwargs.items() if name != "strict"}
-
-
-def _client_attribute(name: str, doc: str | None) -> property:
-    def get(self: Redis) -> t.Any:
-        # The path of every call through the extension, so _current_binding
-        # is written out here: a method call would add a third to its cost.
-        app = _current_app_context(_NO_CONTEXT).app
-        cached_app, binding = self._last
-        if app is not cached_app:
-            binding = self._find_binding(app)
-        return getattr(binding.client, name)
-
-    def refuse(self: Redis, *value: object) -> t.NoReturn:
-        raise AttributeError(
-            f"{name!r} of a Redis extension is the current app's client's; it"
-            " cannot be set here. To replace it in a test, patch the client:"
-            f" mock.patch.object(redis.connection, {name!r})."
-        )
-
-    get.__name__ = name
-    return property(get, refuse, refuse, doc or f"``{name}`` of the current client.")
-
-
-def _expose(name: str, doc: str | None = None) -> None:
-    if not hasattr(Redis, name):
-        setattr(Redis, name, _client_attribute(name, doc))
-
-
-def _expose_client_attributes(client: object) -> None:
-    """Make every public attribute of *client* an attribute of the extension,
-    resolved at each lookup to the current app's client: its class's methods
-    and its own attributes, such as ``connection_pool``.
-
-    The names are taken when a client is registered (the class's, for the
-    asyncio and cluster clients made later, and the client's own when it is
-    made): the extension has no ``__getattr__`` for names that appear after
-    that, because a class with one takes CPython's slow path for every
-    attribute lookup on its instances, a third again on each call through
-    the extension (see docs/performance.rst).
-    """
-    client_class = client if isinstance(client, type) else type(client)
-    for name in dir(client):
-        if not name.startswith("_"):
-            attribute = getattr(client_class, name, None)
-            _expose(
-                name,
-                inspect.getdoc(attribute) if inspect.isroutine(attribute) else None,
-            )
-
-
-def _expose_instance_attributes(client: object) -> None:
-    """Expose the attributes *client* has of its own, such as
-    ``connection_pool``: for the clients made after init_app (asyncio and
-    cluster clients)."""
-    for name in getattr(client, "__dict__", ()):
-        if not name.startswith("_"):
-            _expose(name)
-
-
-# -- The flask redis command -----------------------------------------------------
-
-_redis_group = AppGroup(
-    "redis", help="Check and inspect the Redis connections of the app."
-)
-
-
-def _add_cli(app: Flask) -> None:
-    # One group for all of the app's prefixes: it finds them in
-    # app.extensions["redis"] when it runs.
-    if "redis" not in app.cli.commands:  # a command of the app's own wins
-        app.cli.add_command(_redis_group)
-
-
-def _registered_settings(app: Flask) -> dict[str, ClientSettings]:
-    """The settings of each prefix registered on *app*, in the order of
-    registration; builds no client."""
-    clients = app.extensions.get("redis")
-    return clients.settings() if isinstance(clients, _Clients) else {}
-
-
-_prefix_option = click.option(
-    "--prefix",
-    metavar="PREFIX",
-    help="Only the client of this config prefix (default: every prefix).",
-)
-
-
-def _selected_settings(prefix: str | None) -> list[ClientSettings]:
-    app = t.cast(Flask, _current_app_context(_NO_CONTEXT).app)  # commands run in one
-    registered = _registered_settings(app)
-    if prefix is None:
-        return list(registered.values())
-    if prefix not in registered:
-        raise click.BadParameter(
-            f"{prefix!r} is not a prefix of this app; its prefixes are"
-            f" {', '.join(map(repr, registered))}.",
-            param_hint="'--prefix'",
-        )
-    return [registered[prefix]]
-
-
-class _Probe:
-    """A client for one CLI command, made from a prefix's settings but giving
-    up after *timeout* seconds, without retries: redis-py 8 retries a refused
-    connection ten times with backoff, too slow for a health check. With
-    Sentinel, its connections to the sentinels do so too, and it follows no
-    failovers. Its :meth:`call` builds it (a cluster client connects as it is
-    built), and runs asyncio clients' commands to completion too."""
-
-    def __init__(self, settings: ClientSettings, timeout: float) -> None:
-        timeouts = ("socket_timeout", "socket_connect_timeout")
-        accepted = _constructor_keywords(settings.client_class)
-        overrides: dict[str, t.Any] = {}
-        for name in timeouts:
-            if accepted is None or name in accepted:
-                overrides[name] = timeout
-        default_retry: t.Any = (accepted or {}).get("retry")
-        if hasattr(default_retry, "get_retries"):
-            # The class's own kind of Retry: redis.asyncio has one of its own.
-            overrides["retry"] = _no_retries(type(default_retry))
-        changes: dict[str, t.Any] = {"kwargs": {**settings.kwargs, **overrides}}
-        if isinstance(settings, SentinelSettings):
-            # The sentinels are asked first, with options of their own: the
-            # app's timeouts, which may be none.
-            changes["sentinel_kwargs"] = {
-                **settings.sentinel_kwargs,
-                **dict.fromkeys(timeouts, timeout),
-                "retry": _no_retries(),
-            }
-        self.settings = settings
-        self._probe_settings = dataclasses.replace(settings, **changes)
-        self.client: t.Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        if settings.is_asyncio:
-            self._loop = asyncio.new_event_loop()
-
-    def call(self, method: str, *args: t.Any) -> t.Any:
-        if self.client is None:
-            settings = self._probe_settings
-            if isinstance(settings, SentinelSettings):
-                # No failover watcher: its threads would outlive the command's
-                # one connection, and closing the client would wait for them.
-                self.client = _sentinel_client(
-                    settings, master=True, follow_failovers=False
-                )
-            else:
-                self.client = settings.create_client()
-        result = getattr(self.client, method)(*args)
-        if self._loop is not None:
-            result = self._loop.run_until_complete(result)
-        return result
-
-    def error_text(self, error: Exception) -> str:
-        text = f"{type(error).__name__}: {error}"
-        password = self.settings.kwargs.get("password")
-        if password:  # redis-py does not show it, but a custom client might
-            text = text.replace(str(password), _MASK)
-        return text
-
-    def __enter__(self) -> _Probe:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
+    async def run() -> list[tuple[t.Any, float]]:
+        client, results = create(), []  # sync clients too: one way for both
         try:
-            if self.client is None:
-                return
-            if self._loop is None:
-                self.client.close()
-                return
-            self.call("aclose" if hasattr(self.client, "aclose") else "close")
+            for name, *args in commands:
+                started = time.perf_counter()
+                result = getattr(client, name)(*args)
+                result = await result if inspect.isawaitable(result) else result
+                results.append((result, time.perf_counter() - started))
+            return results
         finally:
-            if self._loop is not None:
-                self._loop.close()
+            closed = client.aclose() if hasattr(client, "aclose") else client.close()
+            if inspect.isawaitable(closed):
+                await closed
+
+    return asyncio.run(run())
 
 
-def _server_name(info: Mapping[str, t.Any]) -> str:
-    if "valkey_version" in info:
-        return f"Valkey {info['valkey_version']}"
-    return f"Redis {info.get('redis_version', '(version unknown)')}"
+def _unreachable(settings: ClientSettings, error: Exception) -> str:
+    return f"unreachable: {type(error).__name__}: {_masked_text(str(error), settings)}"
 
 
-_timeout_option = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=3.0,
-    show_default=True,
-    help="Seconds to wait for each server, which is tried once.",
-)
-
-
-@_redis_group.command("ping")
-@_prefix_option
-@_timeout_option
-def _ping_command(prefix: str | None, timeout: float) -> None:
+@_command("ping")
+def _ping_command(selected: list[ClientSettings], timeout: float) -> None:
     """Ping each prefix's server; exit status 1 if one is unreachable.
 
     Shows each server's address (password masked), the round-trip time of a
     PING over an open connection, and the server's name and version.
     """
-    unreachable = 0
-    selected = _selected_settings(prefix)
+    failed = False
     width = max(len(settings.prefix) for settings in selected)
     for settings in selected:
         where = f"{settings.prefix:<{width}}  {settings.url}"
-        with _Probe(settings, timeout) as probe:
-            try:
-                probe.call("ping")  # connects, authenticates, selects the db
-                started = time.perf_counter()
-                probe.call("ping")
-                round_trip = time.perf_counter() - started
-                server = _server_name(probe.call("info", "server"))
-            except Exception as error:  # every failure is the answer here
-                unreachable += 1
-                click.echo(f"{where}  unreachable: {probe.error_text(error)}")
-                continue
-        click.echo(f"{where}  PONG in {round_trip * 1000:.2f} ms, {server}")
-    if unreachable:
+        try:
+            # The first PING connects, authenticates and selects the db.
+            _, (_, took), (info, _) = _probe(
+                settings, timeout, ("ping",), ("ping",), ("info", "server")
+            )
+        except Exception as error:  # every failure is the answer here
+            failed = True
+            click.echo(f"{where}  {_unreachable(settings, error)}")
+            continue
+        server = f"Redis {info.get('redis_version', '(version unknown)')}"
+        if "valkey_version" in info:
+            server = f"Valkey {info['valkey_version']}"
+        click.echo(f"{where}  PONG in {took * 1000:.2f} ms, {server}")
+    if failed:
         raise click.exceptions.Exit(1)
 
 
-@_redis_group.command("info")
-@_prefix_option
-@_timeout_option
-@click.argument("section", required=False)
-def _info_command(prefix: str | None, timeout: float, section: str | None) -> None:
-    """Show each prefix's server INFO.
+# The sections INFO shows by default, in its order.
+_INFO_SECTIONS = (
+    "server clients memory persistence stats replication cpu modules errorstats"
+    " cluster keyspace"
+).split()
 
-    All of its default sections, or one SECTION: server, clients, memory,
-    stats, keyspace, … ('everything' for all).
-    """
+
+@_command("info")
+@click.argument("section", required=False)
+def _info_command(
+    selected: list[ClientSettings], timeout: float, section: str | None
+) -> None:
+    """Show each prefix's server INFO, section by section: the default
+    sections, or one SECTION (server, clients, memory, stats, keyspace, …;
+    'everything' for all at once)."""
     failed = False
-    for settings in _selected_settings(prefix):
+    sections = _INFO_SECTIONS if section is None else [section.lower()]
+    for settings in selected:
         click.echo(f"# {settings.prefix}  {settings.url}")
-        with _Probe(settings, timeout) as probe:
-            try:
-                info = probe.call("info", *([section] if section else []))
-            except Exception as error:  # every failure is the answer here
-                failed = True
-                click.echo(f"unreachable: {probe.error_text(error)}\n")
-                continue
-        if not info:
-            click.echo("(empty)")
-        width = max(map(len, info), default=0)
-        for name, value in info.items():
-            click.echo(f"{name:<{width}}  {_info_value(value)}")
+        try:
+            infos = _probe(settings, timeout, *(("info", name) for name in sections))
+        except Exception as error:  # every failure is the answer here
+            failed = True
+            click.echo(f"{_unreachable(settings, error)}\n")
+            continue
+        if section is not None and not infos[0][0]:
+            raise click.ClickException(
+                f"The server of {settings.prefix} has no INFO section {section!r};"
+                f" its default sections are {', '.join(_INFO_SECTIONS)}."
+            )
+        for name, (info, _) in zip(sections, infos, strict=True):
+            if info:
+                click.echo(f"## {name.capitalize()}")
+            for field_name, value in info.items():
+                click.echo(f"{field_name:<{max(map(len, info))}}  {_info_value(value)}")
         click.echo()
     if failed:
         raise click.exceptions.Exit(1)
@@ -3081,32 +2468,27 @@ def _info_value(value: object) -> str:
     return str(value)
 
 
-@_redis_group.command("config")
-@_prefix_option
-def _config_command(prefix: str | None) -> None:
+@_command("config", timeout=False)
+def _config_command(selected: list[ClientSettings]) -> None:
     """Show each prefix's client settings, with where each came from.
 
     The client class, where it connects, and every keyword argument after
     precedence, with the config key (or "code") it came from. Secrets are
     masked.
     """
-    for settings in _selected_settings(prefix):
-        click.echo(f"# {settings.prefix}")
-        click.echo(f"class  {_class_name(settings.client_class)}")
-        click.echo(f"url    {settings.url}")
+    for settings in selected:
+        name = _class_name(settings.client_class)
+        click.echo(f"# {settings.prefix}\nclass  {name}\nurl    {settings.url}")
         shown = {name: repr(value) for name, value in settings.masked_kwargs().items()}
         width = max(map(len, shown), default=0)
         value_width = max(map(len, shown.values()), default=0)
-        for name, value in sorted(shown.items()):
-            source = settings.sources.get(name, "code")
-            click.echo(f"  {name:<{width}} = {value:<{value_width}}  ({source})")
-        click.echo(
-            f"  (other keyword arguments: the defaults of"
-            f" {_class_name(settings.client_class)})\n"
-        )
+        for keyword, value in sorted(shown.items()):
+            source = settings.sources.get(keyword, "code")
+            click.echo(f"  {keyword:<{width}} = {value:<{value_width}}  ({source})")
+        click.echo(f"  (other keyword arguments: the defaults of {name})\n")
 
 
-# -- Integrations ----------------------------------------------------------------
+# == 11. Integrations ===========================================================
 
 #: The config key naming the prefix whose client Flask-Caching uses.
 CACHE_CONFIG_PREFIX_KEY = "CACHE_REDIS_CONFIG_PREFIX"
@@ -3126,17 +2508,10 @@ def flask_caching_backend(
     ``FLUSHDB`` when the key prefix is empty. Like ``init_app``, it makes no
     connection: a cluster client is built when the cache is first used.
 
-    Flask-Caching calls it: ``CACHE_TYPE`` names a backend factory.
+    Flask-Caching calls it with the app, its config, ``CACHE_ARGS`` (none
+    are accepted) and the keyword arguments of ``RedisCache``
+    (``default_timeout`` and ``CACHE_OPTIONS``).
 
-    :param app: the Flask app the cache is registered on.
-    :param config: the app's config, updated with the ``config`` given to
-        ``Cache``; ``CACHE_REDIS_CONFIG_PREFIX`` and ``CACHE_KEY_PREFIX`` are
-        read from it.
-    :param args: positional arguments of the backend (``CACHE_ARGS``); none
-        are accepted, as the client is the prefix's.
-    :param kwargs: keyword arguments of the backend, Flask-Caching's
-        ``RedisCache``: ``default_timeout`` (``CACHE_DEFAULT_TIMEOUT``) and
-        those in ``CACHE_OPTIONS``.
     :raise ConfigurationError: the prefix is not registered on the app, its
         client decodes responses or is asyncio's, the key prefix is empty,
         or ``CACHE_ARGS`` is set.
@@ -3144,15 +2519,15 @@ def flask_caching_backend(
     prefix = config.get(CACHE_CONFIG_PREFIX_KEY) or "REDIS"
     registered = _registered_settings(app)
     if prefix not in registered:
-        known = ", ".join(map(repr, registered)) or "none"
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
             f"{prefix!r} is not the prefix of a Redis extension on the app"
-            f" {app.name!r} (its prefixes: {known})."
+            f" {app.name!r} (its prefixes: {', '.join(map(repr, registered))})."
             " Register the extension before the cache -- Redis(app), then"
             " Cache(app) -- and name its prefix here.",
         )
-    settings = registered[prefix]
+    settings, key_prefix = registered[prefix], config.get("CACHE_KEY_PREFIX")
+    source = settings.sources.get("decode_responses", "code")
     if settings.is_asyncio:
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
@@ -3160,56 +2535,30 @@ def flask_caching_backend(
             " its client synchronously. Use a prefix with a synchronous client.",
         )
     if settings.kwargs.get("decode_responses"):
-        source = settings.sources.get("decode_responses", "code")
         raise ConfigurationError(
             "keyword argument 'decode_responses'" if source == "code" else source,
-            "decode_responses is on, but the cache stores pickled bytes,"
-            " which a client that decodes responses cannot read back; give the"
-            " cache a prefix of its own, without decode_responses.",
+            "decode_responses is on, but the cache stores pickled bytes, which a"
+            " client that decodes responses cannot read back; give the cache a"
+            " prefix of its own, without decode_responses.",
         )
-    key_prefix = config.get("CACHE_KEY_PREFIX")
     if not key_prefix:
         raise ConfigurationError(
             "CACHE_KEY_PREFIX",
             f"{key_prefix!r} is empty; the cache's keys share the database with"
-            " others, and clear() deletes the keys under this prefix only. Set"
-            " a prefix such as 'flask_cache_' (Flask-Caching's default).",
+            " others, and clear() deletes the keys under this prefix only. Set a"
+            " prefix such as 'flask_cache_' (Flask-Caching's default).",
         )
     if args:
         raise ConfigurationError(
             "CACHE_ARGS",
-            f"{_show('CACHE_ARGS', args)} is not used by this backend: its"
-            " client is the one of the prefix; pass options in CACHE_OPTIONS.",
+            f"{_show('CACHE_ARGS', args)} is not used by this backend: its client"
+            " is the one of the prefix; pass options in CACHE_OPTIONS.",
         )
-    clients = app.extensions["redis"]
-    client = (
-        _ClientOnFirstUse(clients, prefix)
-        if isinstance(settings, ClusterSettings)
-        else clients[prefix]
-    )
+    # A cluster's binding stands in for its client until first used.
+    client = app.extensions["redis"].bindings[prefix]
+    if not isinstance(client, _BuiltOnFirstUse):
+        client = client.client
     return _shared_database_redis_cache()(host=client, key_prefix=key_prefix, **kwargs)
-
-
-class _ClientOnFirstUse:
-    """Stands in for the client of a prefix whose client connects as it is
-    built, a cluster's: it is built (by ``app.extensions["redis"]``) when one
-    of its attributes is first used, not when the stand-in is handed out."""
-
-    __slots__ = ("_clients", "_prefix")
-
-    def __init__(self, clients: Mapping[str, t.Any], prefix: str) -> None:
-        self._clients = clients
-        self._prefix = prefix
-
-    def __getattr__(self, name: str) -> t.Any:
-        if name.startswith("_"):  # also before __init__, as copy does
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute {name!r}"
-            )
-        return getattr(self._clients[self._prefix], name)
-
-    def __repr__(self) -> str:
-        return f"<the client of {self._prefix}, built on first use>"
 
 
 @functools.cache
@@ -3223,7 +2572,7 @@ def _shared_database_redis_cache() -> type[t.Any]:
         def clear(self) -> bool:
             # SCAN, not KEYS: it does not block the server on a large
             # database; UNLINK frees the memory in the background.
-            pattern = _GLOB_SPECIAL.sub(r"\\\g<0>", self._get_prefix()) + "*"
+            pattern = re.sub(r"[\\*?\[\]]", r"\\\g<0>", self._get_prefix()) + "*"
             batch: list[t.Any] = []
             for key in self._read_client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
@@ -3235,6 +2584,3 @@ def _shared_database_redis_cache() -> type[t.Any]:
             return True
 
     return SharedDatabaseRedisCache
-
-
-_GLOB_SPECIAL = re.compile(r"[\\*?\[\]]")

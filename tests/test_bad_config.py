@@ -157,7 +157,7 @@ BAD_CONFIGS = [
     bad("URL", "true or false", "'maybe'", URL="redis://h?decode_responses=maybe"),
     bad("URL", "2 or 3", "protocol='4'", URL=f"redis://:{PW}@h?protocol=4"),
     bad("URL", "'protocol'?", "'protocl'", URL=f"redis://:{PW}@h?protocl=3"),
-    bad("URL", "use rediss:// for TLS", URL=f"redis://:{PW}@h/0?ssl=true"),
+    bad("URL", "use a rediss:// URL", "TLS is on", URL=f"redis://:{PW}@h/0?ssl=true"),
     bad("URL", "'unix:///run/redis.sock'", URL="unix://run/redis.sock"),
     bad("URL", "'unix:///run/redis.sock'", URL=f"unix://app:{PW}@run/redis.sock"),
     bad("URL", "Percent-encode", URL="redis://:12/34@host/0"),
@@ -243,7 +243,9 @@ def test_a_bad_config_fails_naming_its_key(
         elif through == "init_app":
             Redis().init_app(app, **init)
         else:
-            client_settings_from_config(app.config, prefix, defaults=code)
+            # What the client refuses as it is built, building it reports.
+            settings = client_settings_from_config(app.config, prefix, defaults=code)
+            settings.create_client()
 
     error = caught.value
     assert isinstance(error, ValueError)
