@@ -1,5 +1,6 @@
 """Type checking a user's program: calls through the extension are checked
-against redis-py's signatures, vendored and installed alike."""
+against redis-py's signatures, vendored, installed from the wheel and installed
+in editable mode alike."""
 
 from __future__ import annotations
 
@@ -99,6 +100,7 @@ def test_a_vendored_copy_is_type_checked(tmp_path: Path, mypy_cache: Path) -> No
 
 def copy_of_the_source(directory: Path) -> Path:
     """What ``pip install`` needs of this checkout, copied into *directory*."""
+    directory.mkdir(exist_ok=True)
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "flask_and_redis.py"):
         shutil.copy(ROOT / name, directory)
     for name in ("README.rst", "LICENSE"):  # setup.cfg names them
@@ -184,6 +186,28 @@ def test_the_installed_module_is_type_checked(
     assert module_file(installed_python, tmp_path).parent != ROOT
 
     result = mypy(tmp_path, mypy_cache, python=str(installed_python))
+
+    assert errors(result) == EXPECTED_ERRORS, result.stdout + result.stderr
+
+
+def test_an_editable_install_is_type_checked(tmp_path: Path, mypy_cache: Path) -> None:
+    # pip install -e ., as the README says, from a checkout elsewhere.
+    checkout = copy_of_the_source(tmp_path / "checkout")
+    python = new_venv(tmp_path / "venv")
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation"]
+        + ["--no-index", "--quiet", "--editable", str(checkout)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    program = tmp_path / "program"
+    program.mkdir()
+    assert module_file(python, program).resolve() == checkout / "flask_and_redis.py"
+
+    result = mypy(program, mypy_cache, python=str(python))
 
     assert errors(result) == EXPECTED_ERRORS, result.stdout + result.stderr
 
