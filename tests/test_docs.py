@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import docutils.core
@@ -39,3 +42,29 @@ def test_each_key_at_a_glance_is_a_data_entry_of_the_reference() -> None:
 
     assert len(keys) >= 20
     assert sorted(keys - entries) == []
+
+
+def literal_blocks(page: Path) -> list[str]:
+    return [block.astext() for block in read_page(page).findall(nodes.literal_block)]
+
+
+def test_the_quickstarts_bad_port_fails_its_app_as_printed(tmp_path: Path) -> None:
+    blocks = literal_blocks(DOCS / "quickstart.rst")
+    app = next(block for block in blocks if block.startswith("# app.py"))
+    bad_port = next(block for block in blocks if "REDIS_PORT" in block)
+    printed = blocks[blocks.index(bad_port) + 1]
+    (tmp_path / "app.py").write_text(
+        app.replace("redis = Redis(app)", f"{bad_port}\nredis = Redis(app)", 1)
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import app"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's module
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.stderr.splitlines()[-1] == printed
