@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import docutils.core
 import pytest
@@ -42,6 +43,18 @@ def test_each_key_at_a_glance_is_a_data_entry_of_the_reference() -> None:
 
     assert len(keys) >= 20
     assert sorted(keys - entries) == []
+
+
+def test_the_readmes_links_work_from_the_package_page_too() -> None:
+    # PyPI shows the README without the files beside it: no relative links.
+    links = [
+        node["refuri"]
+        for node in read_page(ROOT / "README.rst").findall(nodes.reference)
+        if "refuri" in node
+    ]
+
+    assert len(links) >= 10
+    assert [link for link in links if not urlsplit(link).scheme] == []
 
 
 def literal_blocks(page: Path) -> list[str]:
