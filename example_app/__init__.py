@@ -8,13 +8,22 @@ Built by an app factory, :func:`create_app`; configured from
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
-from flask_caching import Cache
 
 from flask_and_redis import Redis
+
+try:
+    from flask_caching import Cache
+except ModuleNotFoundError as error:
+    # Say what to install, rather than show a traceback.
+    sys.exit(
+        f"The example app needs Flask-Caching ({error}). From the root of the"
+        ' checkout, install it with the example extra: pip install -e ".[example]"'
+    )
 
 #: The extensions, one per database, registered on each app by create_app().
 comments = Redis(config_prefix="COMMENTS")

@@ -26,13 +26,16 @@ COMMENTS_KEY = "comments"
 KEPT_COMMENTS = 1000
 SHOWN_COMMENTS = 50
 MAX_LENGTH = {"name": 40, "text": 500}
+VIEWS_KEY = "views:"  # then the page's path
 
 
-@pages.before_app_request
+@pages.before_request
 def count_view() -> None:
-    # Counted before the view runs, so cached pages are counted too.
+    # Counted before the view runs, so cached pages are counted too. The
+    # blueprint's before_request runs only for its own pages: a 404 (such as
+    # /favicon.ico) or a 405 makes no counter.
     if request.method == "GET":
-        g.views = counters.incr(f"views:{request.path}")
+        g.views = counters.incr(VIEWS_KEY + request.path)
 
 
 @pages.get("/")
@@ -56,6 +59,8 @@ def add_comment() -> Response | tuple[str, int]:
         if not 0 < len(form[name]) <= limit
     }
     if errors:
+        # The comments page again, with its view count; a POST is no view.
+        g.views = int(counters.get(VIEWS_KEY + url_for("pages.index")) or 0)
         page = render_template(
             "index.html", comments=[], total=None, errors=errors, form=form
         )
@@ -78,8 +83,8 @@ def stats() -> str:
     ]
     authors = Counter(comment["name"] for comment in every_comment)
     views = {
-        key.removeprefix("views:"): int(counters.get(key) or 0)
-        for key in counters.scan_iter(match="views:*", count=100)
+        key.removeprefix(VIEWS_KEY): int(counters.get(key) or 0)
+        for key in counters.scan_iter(match=VIEWS_KEY + "*", count=100)
     }
     return render_template(
         "stats.html",

@@ -8,8 +8,8 @@ disposable server (restart, kill, odd config) starts its own with
 
 Topologies (a Sentinel group, a cluster) take seconds to start, mostly spent
 waiting: those the collected tests use start in the background, side by side,
-as soon as collection ends. Their set-up times, and the failover times the
-tests measure, are reported at the end of the run.
+as the tests start to run (not for ``--collect-only``). Their set-up times, and
+the failover times the tests measure, are reported at the end of the run.
 """
 
 from __future__ import annotations
@@ -236,7 +236,15 @@ _executor = ThreadPoolExecutor(
 )
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    # Before pytest's own loop, which runs no test for --collect-only or after
+    # a collection error: then nothing starts.
+    option = session.config.option
+    if option.collectonly or (
+        session.testsfailed and not option.continue_on_collection_errors
+    ):
+        return
     used = {
         name for item in session.items for name in getattr(item, "fixturenames", ())
     }

@@ -123,6 +123,33 @@ def test_views_are_counted_per_page_in_their_database(
         assert redis.get("views:/stats") == b"1"
 
 
+def test_the_400_page_shows_the_view_count_of_the_comments_page(
+    client: FlaskClient, redis_unix_server: RedisServer
+) -> None:
+    client.get("/")
+    client.get("/")
+
+    response = client.post("/comments", data={"name": "", "text": "hi"})
+
+    assert response.status_code == 400
+    assert "viewed 2 times" in response.text
+    with redis_unix_server.client(db=1) as redis:
+        assert redis.get("views:/") == b"2"  # a POST is no view
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/no-such-page", 404), ("/favicon.ico", 404), ("/comments", 405)],
+)
+def test_only_pages_that_exist_are_counted(
+    client: FlaskClient, redis_unix_server: RedisServer, path: str, status: int
+) -> None:
+    assert client.get(path).status_code == status
+
+    with redis_unix_server.client(db=1) as redis:
+        assert redis.keys() == []
+
+
 def test_stats_are_cached_in_their_database_until_the_next_comment(
     client: FlaskClient, redis_unix_server: RedisServer
 ) -> None:
@@ -197,3 +224,23 @@ def test_python_m_example_app_serves_with_a_private_server() -> None:
         ("CACHE_REDIS", "2"),
     ], output
     assert not Path(sockets[0][1]).exists()  # the private server's directory
+
+
+def test_without_the_example_extra_python_m_example_app_says_what_to_install() -> None:
+    without_flask_caching = (
+        "import runpy, sys; sys.modules['flask_caching'] = None; "
+        "runpy.run_module('example_app', run_name='__main__', alter_sys=True)"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", without_flask_caching],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("The example app needs Flask-Caching"), result
+    assert result.stderr.rstrip().endswith('pip install -e ".[example]"')

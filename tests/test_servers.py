@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shlex
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +35,8 @@ from servers import (
 )
 
 ServerFactory = Callable[..., RedisServer]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize(
@@ -335,3 +341,43 @@ def test_cluster_serves_every_slot_from_three_masters(
 def test_free_cluster_port_leaves_the_bus_port_free() -> None:
     port = free_cluster_port()
     assert 20000 <= port and port + 10000 < 32768
+
+
+def run_pytest_counting_servers(directory: Path, *arguments: str) -> list[str]:
+    """Run pytest on this suite in a subprocess, through a server binary that
+    notes how it was run; return the command lines of the servers it started
+    (a server runs a config file, a probe of the binary does not)."""
+    directory.mkdir()
+    runs = directory / "runs.log"
+    wrapper = directory / "noting-server"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> {shlex.quote(str(runs))}\n'
+        f'exec {shlex.quote(find_server_binary())} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *arguments],
+        cwd=ROOT,
+        env={**os.environ, SERVER_BIN_ENV: str(wrapper)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = runs.read_text().splitlines() if runs.exists() else []
+    return [line for line in lines if "redis.conf" in line]
+
+
+def test_collecting_the_tests_starts_no_server(tmp_path: Path) -> None:
+    # The topologies that tests/test_servers.py uses start with its tests.
+    collected = run_pytest_counting_servers(
+        tmp_path / "collect", "--collect-only", "tests/test_servers.py"
+    )
+    ran = run_pytest_counting_servers(
+        tmp_path / "run",
+        "tests/test_servers.py::test_shared_server_answers_ping[redis_server]",
+    )
+
+    assert (len(collected), len(ran)) == (0, 1)

@@ -1,11 +1,13 @@
 """Type checking a user's program: calls through the extension are checked
-against redis-py's signatures, vendored and installed alike."""
+against redis-py's signatures, vendored, installed from the wheel and installed
+in editable mode alike."""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import textwrap
@@ -96,18 +98,73 @@ def test_a_vendored_copy_is_type_checked(tmp_path: Path, mypy_cache: Path) -> No
     assert errors(result) == EXPECTED_ERRORS, result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def installed_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment with the wheel built from this checkout; it sees
-    the test environment's packages (flask, redis, …) too."""
-    source = tmp_path_factory.mktemp("source")
+def copy_of_the_source(directory: Path) -> Path:
+    """What ``pip install`` needs of this checkout, copied into *directory*."""
+    directory.mkdir(exist_ok=True)
     for name in ("setup.py", "setup.cfg", "pyproject.toml", "flask_and_redis.py"):
-        shutil.copy(ROOT / name, source)
+        shutil.copy(ROOT / name, directory)
     for name in ("README.rst", "LICENSE"):  # setup.cfg names them
         if (ROOT / name).exists():
-            shutil.copy(ROOT / name, source)
+            shutil.copy(ROOT / name, directory)
         else:
-            (source / name).write_text("")
+            (directory / name).write_text("")
+    return directory
+
+
+def new_venv(directory: Path) -> Path:
+    """A virtual environment in *directory*, with the test environment's
+    packages (flask, redis, pip, setuptools, …) after its own; return its
+    Python.
+
+    ``venv --system-site-packages`` would not do: from a test environment
+    that is itself a venv, it sees the base interpreter's packages instead.
+    """
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(directory)],
+        timeout=120,
+        check=True,
+    )
+    python = directory / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    # The directories listed in a .pth file go on sys.path, but the .pth files
+    # in them are not read: the test environment's own (editable) install of
+    # this project stays out of sight.
+    (site_packages(python) / "test-environment.pth").write_text(
+        "".join(f"{path}\n" for path in site.getsitepackages())
+    )
+    return python
+
+
+def site_packages(python: Path) -> Path:
+    return Path(
+        subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('purelib'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+
+
+def module_file(python: Path, cwd: Path) -> Path:
+    """Where *python* imports flask_and_redis from, run in *cwd*."""
+    found = subprocess.run(
+        [str(python), "-c", "import flask_and_redis as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=True,
+    ).stdout.strip()
+    return Path(found)
+
+
+@pytest.fixture(scope="module")
+def installed_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment with the wheel built from this checkout."""
+    source = copy_of_the_source(tmp_path_factory.mktemp("source"))
     wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
@@ -116,39 +173,41 @@ def installed_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
         timeout=300,
         check=True,
     )
-    venv = tmp_path_factory.mktemp("venv")
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip"]
-        + [str(venv)],
-        timeout=120,
-        check=True,
-    )
-    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    site_packages = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    python = new_venv(tmp_path_factory.mktemp("venv"))
     (wheel,) = wheels.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:  # a pure wheel installs by unpacking
-        archive.extractall(site_packages)
+        archive.extractall(site_packages(python))
     return python
 
 
 def test_the_installed_module_is_type_checked(
     tmp_path: Path, mypy_cache: Path, installed_python: Path
 ) -> None:
-    found = subprocess.run(
-        [str(installed_python), "-c", "import flask_and_redis as m; print(m.__file__)"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=True,
-    ).stdout
-    assert Path(found).parent != ROOT
+    assert module_file(installed_python, tmp_path).parent != ROOT
 
     result = mypy(tmp_path, mypy_cache, python=str(installed_python))
+
+    assert errors(result) == EXPECTED_ERRORS, result.stdout + result.stderr
+
+
+def test_an_editable_install_is_type_checked(tmp_path: Path, mypy_cache: Path) -> None:
+    # pip install -e ., as the README says, from a checkout elsewhere.
+    checkout = copy_of_the_source(tmp_path / "checkout")
+    python = new_venv(tmp_path / "venv")
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation"]
+        + ["--no-index", "--quiet", "--editable", str(checkout)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    program = tmp_path / "program"
+    program.mkdir()
+    assert module_file(python, program).resolve() == checkout / "flask_and_redis.py"
+
+    result = mypy(program, mypy_cache, python=str(python))
 
     assert errors(result) == EXPECTED_ERRORS, result.stdout + result.stderr
 
