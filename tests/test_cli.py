@@ -210,6 +210,32 @@ def test_info_shows_the_servers_info(
     assert "connected_clients" in everything.output  # a default section
 
 
+def test_info_groups_its_fields_under_section_headers(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    Redis(app := make_app(REDIS_URL=redis_server.url()))
+
+    lines = run(app, "info").output.splitlines()
+
+    assert (
+        lines.index("## Server") < lines.index("## Clients") < lines.index("## Memory")
+    )
+    server_fields = lines[lines.index("## Server") + 1 : lines.index("## Clients")]
+    assert any(line.startswith("tcp_port ") for line in server_fields)
+    assert not any(line.startswith("connected_clients ") for line in server_fields)
+
+
+def test_info_of_a_section_the_server_lacks_fails(
+    make_app: MakeApp, redis_server: RedisServer
+) -> None:
+    Redis(app := make_app(REDIS_URL=redis_server.url()))
+
+    result = run(app, "info", "no-such-section")
+
+    assert result.exit_code == 1
+    assert "has no INFO section 'no-such-section'" in result.output
+
+
 def test_info_of_an_unreachable_server_fails(make_app: MakeApp) -> None:
     app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     Redis(app)
@@ -296,6 +322,32 @@ def test_flask_redis_ping_as_a_command(
     assert up.stdout.startswith(f"REDIS  {redis_unix_server.url(db=5)}  PONG in ")
     assert down.returncode == 1
     assert "unreachable: ConnectionError" in down.stdout
+
+
+def test_a_configuration_error_is_one_line_with_exit_status_1(tmp_path: Path) -> None:
+    (tmp_path / "badapp.py").write_text(
+        "from flask import Flask\nfrom flask_and_redis import Redis\n"
+        "app = Flask(__name__)\napp.config['REDIS_PORT'] = 'sixty'\nRedis(app)\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path.cwd())]),
+    }
+
+    for command in ("ping", "info", "config"):
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "badapp", "redis", command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, command
+        assert result.stderr.strip().splitlines() == [
+            "Error: REDIS_PORT: 'sixty' is not valid; expected an integer port from"
+            " 1 to 65535."
+        ], command
 
 
 def test_ping_a_sentinel_master_and_a_cluster(

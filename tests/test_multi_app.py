@@ -165,16 +165,27 @@ def test_the_same_prefix_twice_on_one_app_is_refused(make_app: MakeApp) -> None:
 
     with pytest.raises(RuntimeError, match="already registered") as caught:
         Redis(app)
-    assert "config_prefix=" in str(caught.value)
+    assert "config_prefix='REDIS2'" in str(caught.value)
     assert app.extensions["redis"] == {"REDIS": first.connection}
+
+
+def test_the_duplicate_prefix_error_suggests_a_free_prefix(make_app: MakeApp) -> None:
+    app = make_app()
+    Redis(app, config_prefix="REDIS2")
+    Redis(app)
+
+    with pytest.raises(RuntimeError, match="already registered") as caught:
+        Redis(app, config_prefix="REDIS2")
+    assert "config_prefix='REDIS3'" in str(caught.value)
 
 
 def test_one_extension_twice_on_one_app_is_refused(make_app: MakeApp) -> None:
     app = make_app()
     redis = Redis(app)
 
-    with pytest.raises(RuntimeError, match="already registered"):
+    with pytest.raises(RuntimeError, match="call init_app once per app") as caught:
         redis.init_app(app, config_prefix="OTHER")
+    assert "create another extension" in str(caught.value)
     assert list(app.extensions["redis"]) == ["REDIS"]
 
 
