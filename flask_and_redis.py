@@ -454,7 +454,9 @@ def _bind(settings: ClientSettings) -> _Binding:
         client = settings.create_client()
         replica = None
         if isinstance(settings, SentinelSettings):
-            replica = settings.create_replica_client()
+            # The master's sentinel manager asks for the replicas too.
+            manager = client.connection_pool.sentinel_manager
+            replica = _sentinel_client(settings, False, sentinel_manager=manager)
     except (TypeError, ValueError, AttributeError) as error:
         if isinstance(error, ConfigurationError):
             raise
@@ -581,8 +583,7 @@ class ClientSettings:
     def is_asyncio(self) -> bool:
         """Whether the client class is an asyncio one (``redis.asyncio.Redis``
         or a subclass), whose connections belong to an event loop."""
-        execute_command = getattr(self.client_class, "execute_command", None)
-        return inspect.iscoroutinefunction(execute_command)
+        return _is_asyncio(self.client_class)
 
     def _scheme(self, topology: str = "") -> str:
         return ("rediss" if self.kwargs.get("ssl") else "redis") + topology
@@ -660,7 +661,11 @@ class ClusterSettings(ClientSettings):
         from redis.cluster import ClusterNode
 
         nodes = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call]
-        return self.client_class(startup_nodes=nodes, **self.kwargs)
+        client = self.client_class(startup_nodes=nodes, **self.kwargs)
+        retry = _at_most_once(getattr(client, "retry", None))
+        if retry is not None and "retry" not in self.kwargs:  # the client's own
+            client.set_retry(retry)
+        return client
 
 
 _SECRET_NAME = re.compile(r"password|secret|token|credential", re.IGNORECASE)
@@ -711,13 +716,19 @@ def _show(name: str, value: object) -> str:
     return repr(value)
 
 
-def _masked_text(text: str, settings: ClientSettings) -> str:
-    """*text*, which quotes redis-py or a server, without the passwords of
-    *settings*, the sentinels' included."""
-    sentinel_kwargs = getattr(settings, "sentinel_kwargs", {})
-    for name, value in [*settings.kwargs.items(), *sentinel_kwargs.items()]:
-        if _SECRET_NAME.search(name) and isinstance(value, str) and value:
-            text = text.replace(value, _MASK)
+def _masked_text(text: str, *secrets: object) -> str:
+    """*text*, which quotes redis-py or a server, without the *secrets*: the
+    passwords of settings (the sentinels' included) or of keyword arguments,
+    or passwords."""
+    for secret in secrets:
+        if isinstance(secret, ClientSettings):
+            sentinel_kwargs = getattr(secret, "sentinel_kwargs", {})
+            text = _masked_text(text, secret.kwargs, sentinel_kwargs)
+        elif isinstance(secret, Mapping):
+            for name, value in secret.items():
+                text = _masked_text(text, value) if _SECRET_NAME.search(name) else text
+        elif isinstance(secret, str) and secret:
+            text = text.replace(secret, _MASK)
     return text
 
 
@@ -727,6 +738,10 @@ def _masked_userinfo(masked: Mapping[str, t.Any]) -> str:
     userinfo = username if username == _MASK else quote(username or "", safe="")
     userinfo += f":{_MASK}" if masked.get("password") else ""
     return f"{userinfo}@" if userinfo else ""
+
+
+def _is_asyncio(client_class: object) -> bool:
+    return inspect.iscoroutinefunction(getattr(client_class, "execute_command", None))
 
 
 def _host_and_port(host: str, port: int | None = None) -> str:
@@ -806,11 +821,23 @@ def client_settings_from_config(
         )
     # The values Flask-And-Redis sets itself, where the config sets none: host
     # name verification with TLS (redis-py before 6 skips it), and retries.
-    ours = {}
+    ours: dict[str, t.Any] = {}
     if kwargs.get("ssl") and (keywords is None or "ssl_check_hostname" in keywords):
         ours["ssl_check_hostname"] = True
     if keywords is not None:
-        ours["retry"] = _fail_fast_retry(keywords.get("retry"))
+        ours["retry"] = _at_most_once(keywords.get("retry"))
+    if keywords is not None and "driver_info" in keywords:
+        # redis-py 8 looks its own version up (importlib.metadata) for each
+        # client it builds unless told: ~1 ms, here paid once per init_app.
+        if not {"driver_info", "lib_name", "lib_version"} & set(kwargs):
+            from redis.driver_info import DriverInfo
+
+            ours["driver_info"] = DriverInfo()
+    if keywords is not None and "redis_connect_func" in keywords:
+        if topology != "cluster":  # whose client has a handshake of its own
+            asynchronous = _is_asyncio(client_class)
+            handshake = _async_handshake if asynchronous else _handshake
+            ours["redis_connect_func"] = _Handshake(handshake, prefix)
     for name, value in ours.items():
         if name not in kwargs and value is not None:
             kwargs[name], sources[name] = value, "default"
@@ -1156,12 +1183,13 @@ def _is_host(host: str) -> bool:
     )
 
 
-def _is_known(lookup: Callable[[str], object]) -> Callable[[str], bool]:
-    def is_known(name: str) -> bool:  # a codec, or an error handler
+def _is_known(use: Callable[[str], object]) -> Callable[[str], bool]:
+    def is_known(name: str) -> bool:  # a text encoding, or an error handler
         try:
-            return bool(lookup(name))
+            use(name)
         except LookupError:
             return False
+        return True
 
     return is_known
 
@@ -1236,7 +1264,7 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
         "2 or 3 (the RESP protocol version), or None for the client's default",
         lambda version: version in (None, 2, 3),
     ),
-    "encoding": (str, "a codec name such as 'utf-8'", _is_known(codecs.lookup)),
+    "encoding": (str, "a codec name such as 'utf-8'", _is_known("".encode)),
     "encoding_errors": (
         str,
         "an error handler such as 'strict' or 'replace'",
@@ -1788,7 +1816,7 @@ def _sentinel_kwargs(
     sentinel_kwargs = {
         name: value
         for name, value in kwargs.items()
-        if name.startswith(("socket_", "ssl"))
+        if name.startswith(("socket_", "ssl", "driver_info"))
     }
     sentinel_kwargs["retry"] = _no_retries()
     options_key = f"{prefix}_SENTINEL_OPTIONS"
@@ -1840,25 +1868,70 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     return client
 
 
-def _fail_fast_retry(default: object) -> t.Any:
-    """A copy of a client class's default retry policy (*default*), if any,
-    that gives up at once on a wrong password or a server certificate that
-    does not verify, which redis-py 6 and later retry with backoff. Given to
-    every client, URL or keys alike (redis-py's ``from_url`` gives none); a
-    ``retry`` given in the config is used as it is."""
-    retry_module = sys.modules.get("redis.retry")
-    if retry_module is None or not isinstance(default, retry_module.Retry):
-        return None
+def _at_most_once(default: t.Any) -> t.Any:
+    """A copy of the retry policy *default* (the client class's) that never
+    sends a command twice, and gives up at once where a retry would only fail
+    again (see :class:`_AtMostOnceBackoff`). Given to every client, URL or
+    keys alike (redis-py's ``from_url`` gives none); a ``retry`` given in the
+    config is used as it is."""
     try:  # Retry has no public accessors for these in every redis-py
-        backoff, retries, errors = (
-            default._backoff,
-            default._retries,
-            default._supported_errors,
-        )
-    except AttributeError:  # a redis-py that renamed them: keep its default
+        backoff, retries = default._backoff, default._retries
+        errors = default._supported_errors
+    except AttributeError:  # no Retry, or a redis-py that renamed them
         return None
-    retry_class, backoff_class = _fail_fast_retry_classes()
-    return retry_class(backoff_class(copy.deepcopy(backoff)), retries, errors)
+    # A subclass of the default's class (redis.asyncio has its own Retry),
+    # named as it acts where `flask redis config` shows it.
+    policy = _RETRY_CLASSES.get(type(default))
+    if policy is None:
+        policy = type("AtMostOnceRetry", (type(default),), {"__repr__": _retry_repr})
+        _RETRY_CLASSES[type(default)] = policy
+    return policy(_AtMostOnceBackoff(copy.deepcopy(backoff)), retries, errors)
+
+
+_RETRY_CLASSES: dict[type, type] = {}
+
+
+def _retry_repr(retry: t.Any) -> str:
+    return f"AtMostOnceRetry(retries={retry._retries})"
+
+
+class _AtMostOnceBackoff:
+    """The backoff of a retry policy, which stops the retries instead of
+    giving a delay when the failure at hand came as a command's reply was
+    read -- the server may have run it, and would run it again -- or would
+    only repeat: a wrong password, a certificate that does not verify.
+
+    redis-py's ``Retry.call_with_retry`` (sync and asyncio, 5.0 to 8.x) asks
+    its backoff for the delay while it handles a failure, so this costs
+    nothing per command (see docs/reliability.rst).
+    """
+
+    def __init__(self, backoff: t.Any) -> None:
+        self.backoff = backoff
+        # Called before every command: the backoff's own, nothing between.
+        self.reset = backoff.reset
+
+    def compute(self, failures: int) -> float:
+        error = sys.exc_info()[1]
+        if error is not None:
+            cause = error.__cause__ or error.__context__
+            frame = error.__traceback__
+            while (
+                frame is not None and frame.tb_frame.f_code.co_name != "read_response"
+            ):
+                frame = frame.tb_next
+            if frame is not None or isinstance(cause, ssl.SSLCertVerificationError):
+                raise error
+            if type(error).__name__ == "AuthenticationError":
+                raise error
+        return float(self.backoff.compute(failures))
+
+    # Equal as redis-py's backoffs are, so that equal policies stay equal.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _AtMostOnceBackoff) and self.backoff == other.backoff
+
+    def __hash__(self) -> int:
+        return hash((_AtMostOnceBackoff, self.backoff))
 
 
 def _no_retries(retry_class: type[t.Any] | None = None) -> t.Any:
@@ -1870,60 +1943,68 @@ def _no_retries(retry_class: type[t.Any] | None = None) -> t.Any:
     return (retry_class or Retry)(NoBackoff(), 0)
 
 
-@functools.cache
-def _fail_fast_retry_classes() -> tuple[type[t.Any], type[t.Any]]:
-    # Made on first use: the module imports without redis-py.
-    from redis.backoff import AbstractBackoff
-    from redis.exceptions import AuthenticationError
-    from redis.retry import Retry
+class _Handshake(functools.partial[t.Any]):
+    def __repr__(self) -> str:  # as `flask redis config` shows it
+        return f"{self.func.__name__}({self.args[0]!r})"
 
-    class FailFastBackoff(AbstractBackoff):
-        """Raises, instead of giving a delay, when the failure being handled
-        would only repeat if retried: redis-py's ``Retry.call_with_retry``
-        asks its backoff for the delay as it handles a failure. This costs
-        nothing per command (see docs/performance.rst)."""
 
-        def __init__(self, backoff: AbstractBackoff) -> None:
-            self.backoff = backoff
-            # Called before every command: the backoff's own, nothing between.
-            self.reset = backoff.reset  # type: ignore[method-assign]
+def _handshake(prefix: str, connection: t.Any) -> None:
+    """redis-py's handshake, as the ``redis_connect_func`` of the clients, so
+    that its failures are told without the password (see :func:`_refusal`)."""
+    try:
+        connection.on_connect()
+        return
+    except Exception as error:
+        failure = _refusal(prefix, connection, error)
+    raise failure  # out of the except: it keeps no __context__ to show
 
-        def compute(self, failures: int) -> float:
-            error = sys.exc_info()[1]
-            cause = error and (error.__cause__ or error.__context__)
-            if error and (
-                isinstance(error, AuthenticationError)
-                or isinstance(cause, ssl.SSLCertVerificationError)
-            ):
-                raise error
-            return self.backoff.compute(failures)
 
-        # Equal as redis-py's backoffs are, so that equal policies stay equal.
-        def __eq__(self, other: object) -> bool:
-            return isinstance(other, FailFastBackoff) and self.backoff == other.backoff
+async def _async_handshake(prefix: str, connection: t.Any) -> None:
+    """:func:`_handshake`, for asyncio connections."""
+    try:
+        await connection.on_connect()
+        return
+    except Exception as error:
+        failure = _refusal(prefix, connection, error)
+    raise failure
 
-        def __hash__(self) -> int:
-            return hash((FailFastBackoff, self.backoff))
 
-    class FailFastRetry(Retry):
-        def __repr__(self) -> str:  # as `flask redis config` shows it
-            return f"FailFastRetry(retries={self._retries})"
-
-    return FailFastRetry, FailFastBackoff
+def _refusal(prefix: str, connection: t.Any, error: Exception) -> Exception:
+    """*error*, of the handshake, without the password that a server quotes
+    when it does not know HELLO (``HELLO 3 AUTH user <password>``), and with
+    the advice redis-py's messages lack."""
+    text = str(error)
+    if "unknown command" in text and "HELLO" in text:
+        text = (
+            f"{prefix}: the server does not know HELLO, which starts RESP3; set"
+            f" {prefix}_PROTOCOL = 2."
+        )
+    elif "HELLO must be called with the client already authenticated" in text:
+        text = (
+            f"{prefix}: the server needs a password; set {prefix}_PASSWORD (or"
+            f" give it in {prefix}_URL), and {prefix}_USERNAME for an ACL user."
+        )
+    password = getattr(connection, "password", None)
+    return type(error)(_masked_text(text, password))
 
 
 def _sentinel_client(
-    settings: SentinelSettings, master: bool, follow_failovers: bool = True
+    settings: SentinelSettings,
+    master: bool,
+    follow_failovers: bool = True,
+    sentinel_manager: t.Any = None,
 ) -> t.Any:
     """A client of the master (or of the replicas) of *settings*, on a pool
-    that asks the sentinels where to connect; with *follow_failovers*, a
-    master's pool also listens for failovers (see :class:`_FailoverWatcher`),
-    which a short-lived client, such as the ``flask redis`` command's, does
-    without."""
+    that asks the sentinels where to connect (through *sentinel_manager*, or
+    a manager of its own); with *follow_failovers*, a master's pool also
+    listens for failovers (see :class:`_FailoverWatcher`), which a
+    short-lived client, such as the ``flask redis`` command's, does without."""
     pool_class, sentinel_class = _sentinel_classes()
-    sentinel_manager = sentinel_class(
-        settings.sentinels, sentinel_kwargs=dict(settings.sentinel_kwargs)
-    )
+    if sentinel_manager is None:
+        sentinel_kwargs = dict(settings.sentinel_kwargs)
+        sentinel_manager = sentinel_class(
+            settings.sentinels, sentinel_kwargs=sentinel_kwargs
+        )
     # redis.Redis's keywords describe connections and go to the pool; those a
     # subclass adds are its own.
     own, connection = {}, {}
@@ -2081,7 +2162,6 @@ class _FailoverWatcher:
         self._lock = threading.Lock()
         self._pid: int | None = None  # the process the threads run in
         self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         """Follow the sentinels, unless already following in this process."""
@@ -2089,27 +2169,21 @@ class _FailoverWatcher:
             if self._pid == os.getpid():
                 return
             self._pid, self._stopping = os.getpid(), threading.Event()
-            self._threads = [
+            for host, port in self._sentinel_manager.addresses:
                 threading.Thread(
                     target=self._follow,
                     args=(host, port, self._stopping),
                     name=f"flask_and_redis: {self._service_name} from {host}:{port}",
                     daemon=True,
-                )
-                for host, port in self._sentinel_manager.addresses
-            ]
-            for thread in self._threads:
-                thread.start()
+                ).start()
 
     def stop(self) -> None:
-        """Stop following, and wait for the threads to end."""
+        """Stop following. The threads end within ``_WATCH_INTERVAL``, unwaited
+        for: a finaliser that closes a dropped app's client must not block
+        the request that happened to drop it."""
         with self._lock:
-            threads = self._threads if self._pid == os.getpid() else []
             self._stopping.set()
-            self._threads, self._pid = [], None
-        for thread in threads:
-            if thread is not threading.current_thread():
-                thread.join(2 * _WATCH_TIMEOUT)
+            self._pid = None
 
     def _follow(self, host: str, port: int, stopping: threading.Event) -> None:
         from redis import Redis
@@ -2117,7 +2191,7 @@ class _FailoverWatcher:
 
         options = {**self._sentinel_manager.sentinel_kwargs, "retry": _no_retries()}
         for name in ("socket_timeout", "socket_connect_timeout"):
-            if options.get(name) is None:  # never hang: stop() waits
+            if options.get(name) is None:  # never hang
                 options[name] = _WATCH_TIMEOUT
         sentinel = Redis(host=host, port=port, **options)
         pubsub = sentinel.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
@@ -2136,7 +2210,7 @@ class _FailoverWatcher:
                             self._service_name,
                             host,
                             port,
-                            error,
+                            _masked_text(str(error), options),
                         )
                     failing = True
                     stopping.wait(_WATCH_RETRY_DELAY)
@@ -2479,7 +2553,12 @@ def _config_command(selected: list[ClientSettings]) -> None:
     for settings in selected:
         name = _class_name(settings.client_class)
         click.echo(f"# {settings.prefix}\nclass  {name}\nurl    {settings.url}")
-        shown = {name: repr(value) for name, value in settings.masked_kwargs().items()}
+        shown = {
+            name: repr(value)
+            for name, value in settings.masked_kwargs().items()
+            # redis-py's own default, only looked up once: not a setting.
+            if (name, settings.sources.get(name)) != ("driver_info", "default")
+        }
         width = max(map(len, shown), default=0)
         value_width = max(map(len, shown.values()), default=0)
         for keyword, value in sorted(shown.items()):

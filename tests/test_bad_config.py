@@ -59,6 +59,10 @@ PLAIN_POOL_TIMEOUT = {
     "CONNECTION_POOL_TIMEOUT": 5,
 }
 ZERO_POOL_TIMEOUT = {"CONNECTION_POOL_CLASS": BLOCKING, "CONNECTION_POOL_TIMEOUT": 0}
+INFINITE_POOL_TIMEOUT = {
+    "CONNECTION_POOL_CLASS": BLOCKING,
+    "CONNECTION_POOL_TIMEOUT": "inf",
+}
 
 
 def bad(
@@ -214,6 +218,36 @@ BAD_CONFIGS = [
     bad("CONNECTION_POOL_TIMEOUT", BLOCKING, CONNECTION_POOL_TIMEOUT=5),
     bad("CONNECTION_POOL_TIMEOUT", BLOCKING, "ConnectionPool()", **PLAIN_POOL_TIMEOUT),
     bad("CONNECTION_POOL_TIMEOUT", "greater than 0", **ZERO_POOL_TIMEOUT),
+    # Values that redis-py takes without a word and fails on at first use.
+    bad("HOST", "a host name or address", HOST="127.0.0.1\x00evil.example"),
+    bad("HOST", "a host name or address", HOST="redis\tinternal"),
+    bad("HOST", "a host name or address", HOST="redis..internal"),
+    bad("HOST", "a host name or address", HOST=f"{'a' * 64}.example"),
+    bad("HOST", "a host name or address", HOST="-redis.internal"),
+    bad("HOST", "a host name or address", HOST="h" * 10_000),
+    bad("URL", "a host name or address", "host=", URL="redis://127.0.0.1%00evil/0"),
+    bad("URL", "a host name or address", "host=", URL="redis://a..b:6379/0"),
+    bad("UNIX_SOCKET_PATH", "a unix socket", UNIX_SOCKET_PATH="/run/r\x00.sock"),
+    bad("URL", "a unix socket", "path=", URL="unix:///run/r%00.sock"),
+    bad("SENTINELS", "addresses", SENTINELS=["s1\x00evil:26379"], SENTINEL_MASTER="m"),
+    bad("SOCKET_TIMEOUT", "up to a day", SOCKET_TIMEOUT=float("inf")),
+    bad("SOCKET_TIMEOUT", "up to a day", SOCKET_TIMEOUT=1e12),
+    bad("SOCKET_CONNECT_TIMEOUT", "up to a day", SOCKET_CONNECT_TIMEOUT="inf"),
+    bad("URL", "up to a day", "='inf'", URL="redis://h?socket_timeout=inf"),
+    bad("HEALTH_CHECK_INTERVAL", "0 or more", HEALTH_CHECK_INTERVAL=float("nan")),
+    bad("CONNECTION_POOL_TIMEOUT", "up to a day", **INFINITE_POOL_TIMEOUT),
+    bad("ENCODING", "a codec name", ENCODING="rot13"),
+    bad("ENCODING_ERRORS", "an error handler", ENCODING_ERRORS="bogus"),
+    bad("CONNECTION_POOL", "_CONNECTION_POOL_CLASS", CONNECTION_POOL=BLOCKING),
+    bad("CACHE_CONFIG", "takes an object", CACHE_CONFIG="redis.cache.CacheConfig"),
+    bad("DRIVER_INFO", "takes an object", DRIVER_INFO="my-app"),
+    bad("EVENT_DISPATCHER", "takes an object", EVENT_DISPATCHER="x"),
+    bad("RETRY", "takes an object", RETRY="redis.retry.Retry"),
+    # Misspelt URLs show no part of their userinfo.
+    bad("URL", "'://'", URL=f"redis:/:{PW}@h/0"),
+    bad("URL", "'://'", URL=f"redis::{PW}@h/0"),
+    bad("URL", "'://'", URL=f"rediss:/app:{PW}@h/0"),
+    bad("URL", "'://'", URL=f"unix:/:{PW}@/run/redis.sock"),
     # Keyword arguments given in code, and another prefix.
     bad("keyword argument 'prot'", "did you mean 'port'?", "", init={"prot": 1}),
     bad("keyword argument 'db'", "0 or more", "-1", init={"db": -1, "password": PW}),
@@ -326,7 +360,8 @@ _POOLS = st.sampled_from([None, BLOCKING, "redis.ConnectionPool", "redis.Redis",
 def _urls(draw: st.DrawFn, password: str) -> tuple[str, bool]:
     """A URL, some of them odd, with the password in it in various ways; and
     whether it is where the user name goes (``redis://password@host``)."""
-    scheme = draw(st.sampled_from(["redis", "rediss", "unix", "http", "", "REDIS"]))
+    schemes = ["redis", "rediss", "unix", "http", "", "REDIS", "redis:", "redis:/"]
+    scheme = draw(st.sampled_from([*schemes, "redis+sentinel", "rediss+cluster"]))
     escaped = draw(st.booleans())
     secret = quote(password, safe="") if escaped else password
     user = draw(st.sampled_from(["", "app", "a:b"]))
@@ -369,6 +404,13 @@ def _configs(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
         if not as_username and draw(st.booleans()):
             options["password"] = password
         config["REDIS_OPTIONS"] = options
+    if draw(st.booleans()):  # the sentinels' own password, in two places
+        config["REDIS_SENTINELS"] = draw(st.sampled_from(["s1:26379", ["s1", "s2"]]))
+        config["REDIS_SENTINEL_MASTER"] = "mymaster"
+        if draw(st.booleans()):
+            config["REDIS_SENTINEL_PASSWORD"] = password
+        if draw(st.booleans()):
+            config["REDIS_SENTINEL_OPTIONS"] = {"password": password}
     if (client_class := draw(_CLASSES)) is not None:
         config["REDIS_CLASS"] = client_class
     if (pool_class := draw(_POOLS)) is not None:
@@ -416,6 +458,7 @@ def test_any_config_either_works_or_fails_with_a_configuration_error(
             settings_ = redis.settings_for(app)
             shown += [repr(redis), repr(settings_), settings_.url]
             shown.append(repr(settings_.masked_kwargs()))
+            shown.append(app.test_cli_runner().invoke(args=["redis", "config"]).output)
             redis.connection.close()
         finally:
             root.removeHandler(records)

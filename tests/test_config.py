@@ -812,8 +812,15 @@ def test_masked_kwargs() -> None:
         "ssl_password": "***",
         "client_name": "web",
         "ssl_check_hostname": True,
-        # The default retry policy (redis-py 6 and later have one).
-        **{name: result.kwargs[name] for name in ("retry",) if name in result.kwargs},
+        # The handshake that masks the password in the server's complaints,
+        # and the default retry policy (redis-py 6 and later have one).
+        "redis_connect_func": result.kwargs["redis_connect_func"],
+        # And redis-py 8's driver info, looked up once rather than per client.
+        **{
+            name: result.kwargs[name]
+            for name in ("retry", "driver_info")
+            if name in result.kwargs
+        },
     }
     # The client still gets the real secrets.
     assert result.kwargs["password"] == PW

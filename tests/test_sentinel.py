@@ -3,6 +3,7 @@ followed, against a group of real servers and sentinels."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -33,6 +34,7 @@ MakeApp = Callable[..., Flask]
 RecordTiming = Callable[[str, float], None]
 
 WATCHER_THREAD = "flask_and_redis: "  # the start of a failover watcher's name
+_WATCH_INTERVAL = 0.25  # how often a watcher checks whether to stop
 
 
 def watcher_threads() -> list[threading.Thread]:
@@ -434,15 +436,20 @@ def test_failover_watchers_start_on_first_use_and_stop_on_close(
         REDIS_SENTINEL_OPTIONS={"client_name": "watched-app"},
     )
     redis = Redis(app)
-    assert watcher_threads() == []
+    # (Those of the tests before it end within a quarter of a second.)
+    wait_for("no watcher before the first use", lambda: not watcher_threads(), 1.0)
 
     redis.ping()
     assert len(watcher_threads()) == len(sentinel_group.sentinels)
     assert all(named_clients(sentinel) for sentinel in sentinel_group.sentinels)
 
+    started = time.monotonic()
     redis.connection.close()
     redis.replica.close()
-    assert watcher_threads() == []
+    closing = time.monotonic() - started
+    # Unwaited for: closing (or dropping an app) blocks no one. They end soon.
+    wait_for("the watchers end", lambda: watcher_threads() == [], 1.0)
+    assert closing < _WATCH_INTERVAL
     # Their connections, and those that asked where the master is, are closed.
     wait_for(
         "no connection left on the sentinels",
@@ -455,6 +462,28 @@ def named_clients(sentinel: Any, name: str = "watched-app") -> int:
     """How many connections named *name* a sentinel has."""
     with sentinel.client() as client:
         return sum(1 for entry in client.client_list() if entry["name"] == name)
+
+
+def test_dropped_apps_leave_no_threads_or_connections(
+    sentinel_group: SentinelGroup,
+) -> None:
+    # As an app factory in a test suite does: an app per test, used, dropped.
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    wait_for("no watcher before", lambda: not watcher_threads(), 1.0)
+    threads, files = threading.active_count(), open_files()
+    for number in range(20):
+        app = Flask(f"dropped{number}")
+        app.config["REDIS_URL"] = sentinel_group.url()
+        redis = Redis(app)
+        redis.ping()  # which starts its watchers
+        del app, redis
+        gc.collect()  # the app's cycles: its client is closed with it
+
+    wait_for("the watchers end", lambda: not watcher_threads(), 1.0)
+    assert threading.active_count() == threads
+    wait_for("the connections close", lambda: open_files() == files, 1.0)
 
 
 def test_a_forked_worker_follows_failovers_itself(
@@ -479,7 +508,12 @@ def test_a_forked_worker_follows_failovers_itself(
 
     assert os.waitstatus_to_exitcode(status) == 0
     assert redis.get("forked") == b"child"
-    assert len(watcher_threads()) == len(sentinel_group.sentinels)
+    # The parent's own, once those of the tests before it have ended.
+    wait_for(
+        "the parent's watchers alone",
+        lambda: len(watcher_threads()) == len(sentinel_group.sentinels),
+        1.0,
+    )
     redis.connection.close()
     redis.replica.close()
 
