@@ -303,6 +303,116 @@ def _hiredis(result: t.Any) -> list[str]:
     ]
 
 
+def _frozen(result: t.Any, targets: list[Target]) -> list[str]:
+    from .frozen import CLIENTS, COMMANDS, CONFIGS
+
+    def config_label(client: str, config: str) -> str:
+        timeout = CONFIGS[config]
+        if client == "extension":
+            label = (
+                "``REDIS_URL`` only"
+                if timeout is None
+                else f"``REDIS_SOCKET_TIMEOUT = {timeout:g}``"
+            )
+        else:
+            label = (
+                "``redis.Redis(host=…, port=…)``"
+                if timeout is None
+                else f"``redis.Redis(host=…, port=…, socket_timeout={timeout:g})``"
+            )
+        socket_timeout, connect_timeout = result.timeouts[client, config]
+        return f"{label} (t = {socket_timeout:g} s, connect {connect_timeout:g} s)"
+
+    rows = []
+    for client, client_label in CLIENTS.items():
+        for config in CONFIGS:
+            for command, command_label in COMMANDS.items():
+                request = result.requests[client, config, command]
+                ended = f"{request.seconds:.2f} s"
+                if request.cut_short:
+                    ended += (
+                        f", cut short: still waiting when the server resumed,"
+                        f" at {result.resumed_after:.1f} s"
+                    )
+                rows.append(
+                    [
+                        client_label,
+                        config_label(client, config),
+                        command_label,
+                        ended,
+                        request.outcome,
+                        "" if request.counter is None else str(request.counter),
+                    ]
+                )
+    for config, timeout in CONFIGS.items():
+        label = config_label("extension", config).partition(" (")[0]
+        bound = result.bound(config)
+        rule = (
+            f"{bound:g} s"
+            if timeout is None
+            else f"2t + the connect timeout = {bound:g} s"
+        )
+        for command, command_label in COMMANDS.items():
+            request = result.requests["extension", config, command]
+            targets.append(
+                Target(
+                    f"frozen server, Flask-And-Redis with {label}: {command_label}"
+                    f" fails within {rule}",
+                    f"{request.seconds:.2f} s (one run)",
+                    not request.cut_short and request.seconds <= bound,
+                )
+            )
+        counter = result.requests["extension", config, "incr"].counter
+        targets.append(
+            Target(
+                f"frozen server, Flask-And-Redis with {label}: ``INCR`` ran once"
+                " (the counter is 1 after the server resumes)",
+                f"{counter} (one run)",
+                counter == 1,
+            )
+        )
+    cut_short = any(request.cut_short for request in result.requests.values())
+    return [
+        "A frozen server",
+        "~~~~~~~~~~~~~~~",
+        "",
+        "How long a request takes to fail on a server that does not answer: a"
+        " server of its own, stopped with ``SIGSTOP`` while every client had an"
+        " open connection to it, and resumed with ``SIGCONT``"
+        f" {result.resumed_after:.1f} s later, once the Flask-And-Redis"
+        " requests had ended, and redis-py's had ended or"
+        f" {result.cap:g} s had passed. Every request was sent during that"
+        " one freeze, at once, each from a thread and a client of its own; one"
+        " run. redis-py is used as one would without an extension, with its"
+        f" default retry policy ({result.retries} retries); t is the socket"
+        " timeout and *connect* the connect timeout, as each client has them."
+        " The counter is read once the server has resumed: an ``INCR`` sent"
+        " twice leaves 2."
+        + (
+            " A request *cut short* had not ended when the server resumed, so"
+            " its time is not how long it would have taken to fail: with its"
+            f" defaults redis-py makes {result.retries + 1} attempts of t each,"
+            " with a backoff between them (58.6 s in docs/reliability.rst);"
+            " ``--frozen-cap 70`` waits for it."
+            if cut_short
+            else ""
+        ),
+        "",
+        *_table(
+            "A request on a frozen server",
+            [
+                "Client",
+                "Config",
+                "Command",
+                "Ended after",
+                "Ended with",
+                "Counter after the server resumed",
+            ],
+            rows,
+        ),
+    ]
+
+
 def render(
     results: dict[str, t.Any],
     command: str,
@@ -335,6 +445,8 @@ def render(
         lines += _app(results["app"], targets)
     if "hiredis" in results:
         lines += _hiredis(results["hiredis"])
+    if "frozen" in results:
+        lines += _frozen(results["frozen"], targets)
     if targets:
         lines += [
             "Targets",

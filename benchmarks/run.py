@@ -2,9 +2,10 @@
 
 Starts its own Redis server (TCP on 127.0.0.1 and a unix socket, with the
 test suite's helpers), runs the sections in one process -- the app section
-also runs gunicorn and a load generator -- and prints, on stdout, tables
-ready to paste into docs/performance.rst, with the machine they ran on and
-whether each target was met. Progress goes to stderr.
+also runs gunicorn and a load generator; the frozen section freezes a server
+of its own -- and prints, on stdout, tables ready to paste into
+docs/performance.rst, with the machine they ran on and whether each target
+was met. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from . import report
 from servers import RedisServer, free_port
 
-SECTIONS = ("dispatch", "round-trips", "app", "hiredis")
+SECTIONS = ("dispatch", "round-trips", "app", "hiredis", "frozen")
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -83,6 +84,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="wrk, a Python client, or wrk when installed (default: auto)",
     )
     parser.add_argument(
+        "--frozen-cap",
+        type=float,
+        default=20.0,
+        help="seconds redis-py's requests may wait on the frozen server before"
+        " it resumes (default: 20; with 70, redis-py's defaults give up first)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="tiny counts, to check that everything runs (figures meaningless)",
@@ -104,6 +112,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         arguments.app_rounds = 1
         arguments.app_seconds = 0.3
         arguments.max_requests = 200
+        arguments.frozen_cap = 0.0
     return arguments
 
 
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return max(1, round(calls * arguments.scale))
 
     # The sections import flask-redis: only now that it is known to be there.
-    from . import app_load, dispatch, round_trips
+    from . import app_load, dispatch, frozen, round_trips
 
     socket_dir = tempfile.mkdtemp(prefix="flask-and-redis-benchmark-")
     results: dict[str, object] = {}
@@ -188,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                     generator=arguments.load_generator,
                     warm_up=not arguments.smoke,
                 )
+            if "frozen" in arguments.sections:
+                progress(
+                    "frozen: requests on a frozen server, redis-py's for up to"
+                    f" {arguments.frozen_cap:g} s"
+                )
+                results["frozen"] = frozen.run(cap=arguments.frozen_cap)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
     text, all_met = report.render(
