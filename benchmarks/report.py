@@ -413,6 +413,84 @@ def _frozen(result: t.Any, targets: list[Target]) -> list[str]:
     ]
 
 
+def _sentinel_apps(result: t.Any, targets: list[Target]) -> list[str]:
+    from .sentinel_apps import LOOPS, SETTLE_SECONDS, TARGET_SECONDS_PER_300
+
+    def counts(counted: t.Any) -> str:
+        return f"{counted.before}, {counted.most}, {counted.after}"
+
+    rows = []
+    for name, label in LOOPS.items():
+        churn = result.churns[name]
+        rows.append(
+            [
+                label,
+                f"{churn.seconds:.2f}",
+                f"{churn.seconds / churn.apps * 1e3:.1f}",
+                f"{churn.longest_drop_ms:.1f}",
+                f"{churn.longest_collection_ms:.1f}",
+                counts(churn.threads),
+                counts(churn.fds),
+                (
+                    f"{churn.settled_after:.2f} s"
+                    if churn.settled_after is not None
+                    else f"not within {SETTLE_SECONDS:g} s"
+                ),
+            ]
+        )
+    churn = result.churns["sentinel"]
+    limit = TARGET_SECONDS_PER_300 * churn.apps / 300
+    targets.append(
+        Target(
+            f"{churn.apps} Sentinel apps made, pinged and dropped in at most"
+            f" {limit:.3g} s",
+            f"{churn.seconds:.2f} s (one run)",
+            churn.seconds <= limit,
+        )
+    )
+    for what, counted in (("threads", churn.threads), ("open fds", churn.fds)):
+        targets.append(
+            Target(
+                f"Sentinel apps: {what} back to where they were within"
+                f" {SETTLE_SECONDS:g} s of the loop",
+                f"{counted.before} before, {counted.after} after (one run)",
+                counted.after == counted.before,
+            )
+        )
+    return [
+        "Sentinel apps made and dropped",
+        "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~",
+        "",
+        f"{churn.apps} Flask apps made and dropped one after another, as a test"
+        " suite's app factory does: each with ``REDIS_URL``, an extension, one"
+        " ``ping()`` through it in an app context, then ``del`` of the app and"
+        " the extension. With the Sentinel URL of a group of"
+        f" {result.sentinels} sentinels, the ping starts the pool's failover"
+        " watcher, a thread per sentinel; the plain URL of the group's master"
+        " is the reference. The garbage collector runs as it would, and"
+        " ``gc.collect()`` once after the loop. Threads"
+        " (``threading.active_count()``) and open file descriptors"
+        " (``/proc/self/fd``) are counted before the loop (after one app that"
+        " is not counted), at their most after any app, and when both are back"
+        f" or {SETTLE_SECONDS:g} s after the loop; one run of each loop.",
+        "",
+        *_table(
+            "Apps made, pinged and dropped",
+            [
+                "Config",
+                "seconds",
+                "ms per app",
+                "longest ``del``, ms",
+                "longest garbage collection, ms",
+                "threads: before, most, after",
+                "open fds: before, most, after",
+                "back after the loop",
+            ],
+            rows,
+        ),
+    ]
+
+
 def render(
     results: dict[str, t.Any],
     command: str,
@@ -447,6 +525,8 @@ def render(
         lines += _hiredis(results["hiredis"])
     if "frozen" in results:
         lines += _frozen(results["frozen"], targets)
+    if "sentinel-apps" in results:
+        lines += _sentinel_apps(results["sentinel-apps"], targets)
     if targets:
         lines += [
             "Targets",

@@ -3,9 +3,9 @@
 Starts its own Redis server (TCP on 127.0.0.1 and a unix socket, with the
 test suite's helpers), runs the sections in one process -- the app section
 also runs gunicorn and a load generator; the frozen section freezes a server
-of its own -- and prints, on stdout, tables ready to paste into
-docs/performance.rst, with the machine they ran on and whether each target
-was met. Progress goes to stderr.
+of its own, the sentinel-apps section starts a Sentinel group -- and prints,
+on stdout, tables ready to paste into docs/performance.rst, with the machine
+they ran on and whether each target was met. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from . import report
 from servers import RedisServer, free_port
 
-SECTIONS = ("dispatch", "round-trips", "app", "hiredis", "frozen")
+SECTIONS = ("dispatch", "round-trips", "app", "hiredis", "frozen", "sentinel-apps")
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -91,6 +91,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         " it resumes (default: 20; with 70, redis-py's defaults give up first)",
     )
     parser.add_argument(
+        "--apps",
+        type=int,
+        default=300,
+        help="apps made and dropped per loop of the sentinel-apps section"
+        " (default: 300)",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help="tiny counts, to check that everything runs (figures meaningless)",
@@ -113,6 +120,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         arguments.app_seconds = 0.3
         arguments.max_requests = 200
         arguments.frozen_cap = 0.0
+        arguments.apps = 10
     return arguments
 
 
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return max(1, round(calls * arguments.scale))
 
     # The sections import flask-redis: only now that it is known to be there.
-    from . import app_load, dispatch, frozen, round_trips
+    from . import app_load, dispatch, frozen, round_trips, sentinel_apps
 
     socket_dir = tempfile.mkdtemp(prefix="flask-and-redis-benchmark-")
     results: dict[str, object] = {}
@@ -203,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                     f" {arguments.frozen_cap:g} s"
                 )
                 results["frozen"] = frozen.run(cap=arguments.frozen_cap)
+            if "sentinel-apps" in arguments.sections:
+                progress(
+                    f"sentinel apps: a Sentinel group, 2 loops of {arguments.apps} apps"
+                )
+                results["sentinel-apps"] = sentinel_apps.run(arguments.apps)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
     text, all_met = report.render(

@@ -21,6 +21,7 @@ SECTIONS = [
     "A Flask app under load",
     "hiredis",
     "A frozen server",
+    "Sentinel apps made and dropped",
 ]
 
 
@@ -54,8 +55,8 @@ def test_every_section_runs_and_reports_every_target() -> None:
     assert ":Command: ``python -m benchmarks --smoke --check``" in report
     targets = report.split("\nTargets\n")[1]
     # 3 dispatch targets, 2 transports x 3 round trips, 1 app throughput,
-    # 2 configs x (2 commands + 1 counter) on a frozen server.
-    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 16
+    # 2 configs x (2 commands + 1 counter) on a frozen server, 3 Sentinel apps.
+    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 19
     assert result.returncode == (1 if "MISSED" in targets else 0), result.stderr
     parse_rest(report)
 
