@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextvars
 import copy
 import dataclasses
 import difflib
@@ -84,6 +85,8 @@ __all__ = [
     "cli",
     "client_settings_from_config",
     "flask_caching_backend",
+    "CommandRecord",
+    "get_recorded_commands",
     "mask_url",
 ]
 __version__ = "2.0.0.dev0"
@@ -215,6 +218,21 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             client_class=self.provider,
             defaults={**self.client_kwargs, **_without_strict(client_kwargs)},
         )
+        record, timing = (
+            _checked(
+                name,
+                app.config.get(f"{prefix}_{name.upper()}", False),
+                f"{prefix}_{name.upper()}",
+                {name: False},
+                bool,
+            )
+            for name in ("record_commands", "server_timing")
+        )
+        if record or timing:
+            recording = _recording_class(settings.client_class, prefix)
+            settings = dataclasses.replace(settings, client_class=recording)
+        if timing:
+            app.after_request(functools.partial(_add_server_timing, prefix))
         binding = _bind(settings)
         with self._lock:
             self._bindings[app] = binding
@@ -430,7 +448,11 @@ class _BuiltOnFirstUse(_Binding):
         if self._built is None:
             with self._lock:
                 if self._built is None:
-                    built = self.settings.create_client()
+                    building = _NOT_RECORDING.set(True)
+                    try:
+                        built = self.settings.create_client()
+                    finally:
+                        _NOT_RECORDING.reset(building)
                     _expose_attributes(built, own_only=True)
                     self._built = built
         return self._built
@@ -754,7 +776,8 @@ def _host_and_port(host: str, port: int | None = None) -> str:
 # connections to the sentinels.
 _OWN_KEYS = (
     *("URL", "CLASS", "OPTIONS", "CONNECTION_POOL_CLASS", "CONNECTION_POOL_TIMEOUT"),
-    *("CLUSTER", "CLUSTER_NODES", "SENTINELS", "SENTINEL_MASTER"),
+    *("RECORD_COMMANDS", "SERVER_TIMING", "CLUSTER", "CLUSTER_NODES", "SENTINELS"),
+    "SENTINEL_MASTER",
     *("SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_OPTIONS"),
 )
 # The keywords that say where to connect, and the way each says it. The
@@ -2568,6 +2591,257 @@ def _config_command(selected: list[ClientSettings]) -> None:
 
 
 # == 11. Integrations ===========================================================
+
+
+class CommandRecord(t.NamedTuple):
+    """A command that the client of a prefix with ``<P>_RECORD_COMMANDS`` sent
+    in an app context (a request), as :func:`get_recorded_commands` lists
+    it. A pipeline or transaction is one record, ``"PIPELINE"``, whose
+    ``args`` are its commands; passwords in arguments are ``***``.
+
+    .. versionadded:: 2.0
+    """
+
+    prefix: str
+    command: str  # the name, upper-case: "GET", "ACL SETUSER", "PIPELINE"
+    args: tuple[t.Any, ...]
+    start_time: float  # time.perf_counter()'s
+    end_time: float
+    error: BaseException | None
+
+    @property
+    def duration(self) -> float:
+        """How long the command took, in seconds."""
+        return self.end_time - self.start_time
+
+
+def get_recorded_commands() -> list[CommandRecord]:
+    """The commands recorded in the current app context (each request has
+    its own), in order, of every prefix that records them: see
+    :doc:`observability`. Empty outside of an app context.
+
+    .. versionadded:: 2.0
+    """
+    context = _cv_app.get(None)
+    return list(getattr(context.g, "_redis_commands", ())) if context else []
+
+
+@functools.cache
+def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
+    """*client_class*, whose clients record the commands, and pipelines, they
+    send in an app context. Made for the prefixes that record: the others'
+    clients pay nothing."""
+
+    def pipeline(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        pipe = client_class.pipeline(self, *args, **kwargs)
+
+        def describe(_: object) -> tuple[str, tuple[t.Any, ...]]:
+            # Read as it is called: the pipeline empties its stack as it runs.
+            stack = [
+                getattr(entry, "args", None) or entry[0] for entry in _queued(pipe)
+            ]
+            return "PIPELINE", tuple(
+                (name, *args) for name, args in map(_masked_command, stack)
+            )
+
+        pipe.execute = _recorded(pipe.execute, prefix, describe, asynchronous)
+        return pipe
+
+    asynchronous = _is_asyncio(client_class)
+    execute_command = _recorded(
+        # Looked up at each call, as instrumentations (OpenTelemetry's) patch it.
+        lambda *args, **kwargs: client_class.execute_command(*args, **kwargs),
+        prefix,
+        lambda args: _masked_command(args[1:]),
+        asynchronous,
+    )
+    namespace: dict[str, t.Any] = {"execute_command": execute_command}
+    namespace["pipeline"] = pipeline
+    namespace |= {
+        "__module__": client_class.__module__,
+        "__qualname__": client_class.__qualname__,
+    }
+    return type(client_class.__name__, (client_class,), namespace)
+
+
+def _queued(pipe: t.Any) -> list[t.Any]:
+    """The commands a pipeline has queued: redis-py has no public accessor,
+    and keeps them in one place or another, by version and kind."""
+    for holder in (pipe, getattr(pipe, "_execution_strategy", None)):
+        for name in ("command_stack", "command_queue", "_command_queue"):
+            if getattr(holder, name, None):
+                return list(getattr(holder, name))
+    return []
+
+
+# Set while a cluster client is built: the commands it sends on its own, as
+# it learns the cluster, are no more the app's than a connection's handshake.
+_NOT_RECORDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "flask_and_redis.not_recording", default=False
+)
+
+
+def _recorded(
+    method: Callable[..., t.Any],
+    prefix: str,
+    describe: Callable[[tuple[t.Any, ...]], tuple[str, tuple[t.Any, ...]]],
+    asynchronous: bool,
+) -> Callable[..., t.Any]:
+    """*method*, recording each call made in an app context (see
+    :class:`CommandRecord`): *describe* names the command and its arguments."""
+
+    def records() -> list[CommandRecord] | None:
+        context = _cv_app.get(None)
+        if context is None or _NOT_RECORDING.get():
+            return None
+        if not hasattr(context.g, "_redis_commands"):
+            context.g._redis_commands = []
+        return t.cast(list[CommandRecord], context.g._redis_commands)
+
+    if asynchronous:
+
+        async def record_awaited(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            listed = records()
+            if listed is None:
+                return await method(*args, **kwargs)
+            command, shown = describe(args)
+            started, error = time.perf_counter(), None
+            try:
+                return await method(*args, **kwargs)
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                listed.append(
+                    CommandRecord(
+                        prefix, command, shown, started, time.perf_counter(), error
+                    )
+                )
+
+        return record_awaited
+
+    def record(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        listed = records()
+        if listed is None:
+            return method(*args, **kwargs)
+        command, shown = describe(args)
+        started, error = time.perf_counter(), None
+        try:
+            return method(*args, **kwargs)
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            listed.append(
+                CommandRecord(
+                    prefix, command, shown, started, time.perf_counter(), error
+                )
+            )
+
+    return record
+
+
+def _masked_command(args: t.Sequence[t.Any]) -> tuple[str, tuple[t.Any, ...]]:
+    """The name of a command, and its arguments with passwords masked: those
+    of AUTH, HELLO … AUTH user password, MIGRATE … AUTH password / AUTH2
+    user password, and ACL SETUSER's ``>password`` (and hash) rules."""
+    words = [arg.decode() if isinstance(arg, bytes) else str(arg) for arg in args]
+    command, shown = words[0].upper() if words else "", list(args[1:])
+    for index, word in enumerate(words[1:]):
+        secrets = {"AUTH": 2 if command == "HELLO" else 1, "AUTH2": 2}
+        if word.upper() in secrets and index + secrets[word.upper()] < len(shown):
+            shown[index + secrets[word.upper()]] = _MASK
+        if command == "ACL SETUSER" and word[:1] in "<>#!" and word:
+            shown[index] = _MASK
+    if command == "AUTH":
+        shown[-1:] = [_MASK] * bool(shown)
+    return command, tuple(shown)
+
+
+def _add_server_timing(prefix: str, response: t.Any) -> t.Any:
+    """A ``Server-Timing`` entry for the commands of *prefix* in a request."""
+    records = [record for record in get_recorded_commands() if record.prefix == prefix]
+    if records:
+        took = sum(record.duration for record in records) * 1000
+        count = f"{len(records)} command{'s' * (len(records) != 1)}"
+        response.headers.add(
+            "Server-Timing", f'{prefix.lower()};dur={took:.2f};desc="{count}"'
+        )
+    return response
+
+
+def __getattr__(name: str) -> t.Any:
+    # The panel imports Flask-DebugToolbar, an optional extra: only when it
+    # is asked for, as DEBUG_TB_PANELS names it.
+    if name == "DebugToolbarPanel":
+        return _debug_toolbar_panel()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _debug_toolbar_panel() -> type[t.Any]:
+    from flask_debugtoolbar.panels import DebugPanel
+    from markupsafe import escape
+
+    class DebugToolbarPanel(DebugPanel):
+        """A Flask-DebugToolbar panel of the Redis commands of the request:
+        add ``"flask_and_redis.DebugToolbarPanel"`` to ``DEBUG_TB_PANELS``,
+        and set ``<P>_RECORD_COMMANDS`` (see :doc:`observability`)."""
+
+        name = "Redis"
+        has_content = True
+
+        def nav_title(self) -> str:
+            return "Redis"
+
+        def nav_subtitle(self) -> str:
+            records = get_recorded_commands()
+            took = sum(record.duration for record in records) * 1000
+            return f"{len(records)} commands in {took:.2f} ms"
+
+        def title(self) -> str:
+            return "Redis commands"
+
+        def url(self) -> str:
+            return ""
+
+        def content(self) -> str:
+            records = get_recorded_commands()
+            rows = [
+                (
+                    record.prefix,
+                    record.command,
+                    _shortened(record.args),
+                    f"{record.duration * 1000:.3f}",
+                    record.error or "",
+                )
+                for record in records
+            ]
+            totals: dict[str, list[float]] = {}
+            for record in records:
+                total = totals.setdefault(record.prefix, [0, 0.0])
+                total[0] += 1
+                total[1] += record.duration * 1000
+            rows += [
+                (prefix, "total", f"{count:.0f} commands", f"{took:.3f}", "")
+                for prefix, (count, took) in totals.items()
+            ]
+            head = ("prefix", "command", "arguments", "ms", "error")
+            cells = "".join(
+                "<tr>"
+                + "".join(f"<{tag}>{escape(value)}</{tag}>" for value in row)
+                + "</tr>"
+                for tag, row in [("th", head), *(("td", row) for row in rows)]
+            )
+            return f'<table class="fDebugTable">{cells}</table>'
+
+    return DebugToolbarPanel
+
+
+def _shortened(args: tuple[t.Any, ...], width: int = 100) -> str:
+    text = " ".join(map(repr, args))
+    return text if len(text) <= width else f"{text[: width - 1]}…"
+
 
 #: The config key naming the prefix whose client Flask-Caching uses.
 CACHE_CONFIG_PREFIX_KEY = "CACHE_REDIS_CONFIG_PREFIX"
