@@ -160,6 +160,70 @@ def _dispatch(result: t.Any, targets: list[Target]) -> list[str]:
     ]
 
 
+def _recording(result: t.Any, targets: list[Target]) -> list[str]:
+    from .recording import BATCHES, TARGET_NS, VARIANTS
+
+    nanoseconds = result.nanoseconds
+    client = nanoseconds["client"].median
+    rows = [
+        [
+            label,
+            _number(nanoseconds[name], 0),
+            "" if name == "client" else f"{nanoseconds[name].median - client:,.0f}",
+            _number(result.added, 0) if name == "on" else "",
+        ]
+        for name, label in VARIANTS
+    ]
+    targets.append(
+        Target(
+            f"recording adds at most {TARGET_NS:,} ns per command over recording off",
+            f"{result.added.median:,.0f} ns"
+            f" ({result.added.low:,.0f}–{result.added.high:,.0f})",
+            result.added.median <= TARGET_NS,
+        )
+    )
+    targets.append(
+        Target(
+            "recording off: the client is of the configured class itself, not a"
+            " recording subclass, so a call costs what it costs without the"
+            " setting (measured in the dispatch section)",
+            "the configured class"
+            if result.off_is_configured_class
+            else "a subclass of it",
+            result.off_is_configured_class,
+        )
+    )
+    return [
+        "Recording commands, no network",
+        "~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~",
+        "",
+        "The cost of ``REDIS_RECORD_COMMANDS`` per command, with a"
+        " ``redis.Redis`` subclass whose ``execute_command`` returns at once:"
+        " ``get`` runs redis-py's command method and, with recording on, the"
+        " recording wrapper around ``execute_command``, and does no I/O. Each"
+        f" call is timed in {_rounds(result.rounds)}; in each, the best of"
+        f" {BATCHES} batches of {result.calls:,} calls, each batch in a fresh"
+        " app context pushed before and popped after its timed loop, so the"
+        " records start empty, hold at most one batch and are freed untimed;"
+        " as each context is popped its records are counted, one per call with"
+        " recording on and none with it off. The timing loop's own cost is"
+        " taken off; ± is half the interquartile range over the rounds. The"
+        " last column is recording on minus off, round by round: median ±"
+        " half the interquartile range.",
+        "",
+        *_table(
+            "Nanoseconds per ``get`` call",
+            [
+                "Call",
+                "ns per call",
+                "ns added to the client's",
+                "ns added by recording",
+            ],
+            rows,
+        ),
+    ]
+
+
 def _round_trips(result: t.Any, targets: list[Target]) -> list[str]:
     from .round_trips import CLIENTS, OPERATIONS, ROUND_TRIP_OPERATIONS, TARGET
 
@@ -517,6 +581,8 @@ def render(
     targets: list[Target] = []
     if "dispatch" in results:
         lines += _dispatch(results["dispatch"], targets)
+    if "recording" in results:
+        lines += _recording(results["recording"], targets)
     if "round-trips" in results:
         lines += _round_trips(results["round-trips"], targets)
     if "app" in results:

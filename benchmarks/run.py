@@ -23,7 +23,15 @@ from pathlib import Path
 from . import report
 from servers import RedisServer, free_port
 
-SECTIONS = ("dispatch", "round-trips", "app", "hiredis", "frozen", "sentinel-apps")
+SECTIONS = (
+    "dispatch",
+    "recording",
+    "round-trips",
+    "app",
+    "hiredis",
+    "frozen",
+    "sentinel-apps",
+)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return max(1, round(calls * arguments.scale))
 
     # The sections import flask-redis: only now that it is known to be there.
-    from . import app_load, dispatch, frozen, round_trips, sentinel_apps
+    from . import app_load, dispatch, frozen, recording, round_trips, sentinel_apps
 
     socket_dir = tempfile.mkdtemp(prefix="flask-and-redis-benchmark-")
     results: dict[str, object] = {}
@@ -178,6 +186,13 @@ def main(argv: list[str] | None = None) -> int:
                 calls = scaled(100_000)
                 progress(f"dispatch: {arguments.rounds} rounds of 3 x {calls} calls")
                 results["dispatch"] = dispatch.run(arguments.rounds, calls)
+            if "recording" in arguments.sections:
+                calls = scaled(1_000)
+                progress(
+                    f"recording: {arguments.rounds} rounds of {recording.BATCHES}"
+                    f" x {calls} calls"
+                )
+                results["recording"] = recording.run(arguments.rounds, calls)
             if "round-trips" in arguments.sections:
                 calls = scaled(300)
                 progress(f"round trips: {arguments.rounds} rounds of {calls} calls")

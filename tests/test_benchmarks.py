@@ -17,6 +17,7 @@ import docutils.utils
 ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = [
     "Dispatch, no network",
+    "Recording commands, no network",
     "Round trips",
     "A Flask app under load",
     "hiredis",
@@ -54,9 +55,10 @@ def test_every_section_runs_and_reports_every_target() -> None:
         assert f":{field}: " in report
     assert ":Command: ``python -m benchmarks --smoke --check``" in report
     targets = report.split("\nTargets\n")[1]
-    # 3 dispatch targets, 2 transports x 3 round trips, 1 app throughput,
-    # 2 configs x (2 commands + 1 counter) on a frozen server, 3 Sentinel apps.
-    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 19
+    # 3 dispatch targets, 2 recording, 2 transports x 3 round trips, 1 app
+    # throughput, 2 configs x (2 commands + 1 counter) on a frozen server, 3
+    # Sentinel apps.
+    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 21
     assert result.returncode == (1 if "MISSED" in targets else 0), result.stderr
     parse_rest(report)
 
