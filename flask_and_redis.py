@@ -829,7 +829,7 @@ def client_settings_from_config(
     named, takes_any = _keywords(client_class, topology)
     keywords = None if takes_any else named
     kwargs, sources = _client_kwargs(
-        config, prefix, url, defaults or {}, keywords, client_class
+        config, prefix, url, defaults or {}, named, keywords, client_class
     )
     _check_tls(kwargs, sources, url, prefix)
     if kwargs.get("single_connection_client") and _is_redis_class(client_class):
@@ -891,6 +891,7 @@ def _client_kwargs(
     prefix: str,
     url: _ParsedURL | None,
     defaults: Mapping[str, t.Any],
+    named: Mapping[str, t.Any],
     keywords: Mapping[str, t.Any] | None,
     client_class: Callable[..., t.Any],
 ) -> tuple[dict[str, t.Any], dict[str, str]]:
@@ -915,7 +916,7 @@ def _client_kwargs(
     for values in (
         [(name, value, "code") for name, value in defaults.items()],
         [(name, value, options_key) for name, value in options.items()],
-        _key_values(config, prefix, {*(keywords or ()), *_RULES}),
+        _key_values(config, prefix, {*named, *_RULES, *_redis_keywords()}),
         url_values,
     ):
         transport = _transport(values)
@@ -927,6 +928,15 @@ def _client_kwargs(
                 value = _checked(name, value, source, keywords, client_class)
             kwargs[name], sources[name] = value, source
     return kwargs, sources
+
+
+def _redis_keywords() -> dict[str, t.Any]:
+    """redis.Redis's keywords: keys of every prefix, which a class that does
+    not take them refuses (and a cluster client that would drop them)."""
+    try:
+        return _keywords(_default_client_class())[0]
+    except ImportError:  # a custom provider, without redis-py
+        return {}
 
 
 def _place(source: str, name: str) -> str:
@@ -1040,7 +1050,7 @@ def _transport(values: list[tuple[str, object, str]]) -> str | None:
     """How one source says to connect (``"sentinel"``, ``"cluster"``,
     ``"unix"`` or ``"tcp"``), if it does; it may say only one."""
     named = sorted(
-        (item for item in values if item[0] in _TRANSPORTS),
+        (item for item in values if item[0] in _TRANSPORTS and item[1] is not None),
         key=lambda item: list(_TRANSPORTS).index(item[0]),
     )
     for other, other_value, other_source in named:
@@ -1123,9 +1133,9 @@ def _checked(
     if isinstance(value, str) and name in _OBJECT_KEYWORDS:
         raise ConfigurationError(
             place,
-            f"{shown} is a string, but {name} takes an object, not its name; give"
-            " the object itself, in code or in the _OPTIONS key (for a pool"
-            " class, the _CONNECTION_POOL_CLASS key).",
+            f"{shown} is a string, but {name} takes an object, not its name; set"
+            " it to the object itself (for a pool class, use the"
+            " _CONNECTION_POOL_CLASS key).",
         )
     default = keywords.get(name) if keywords else None
     kind, accepted, check = _RULES.get(name, (type(default), "", _given))
@@ -1279,8 +1289,8 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
     ),
     "health_check_interval": (
         float,
-        "a number of seconds of 0 or more (0 turns health checks off)",
-        lambda seconds: seconds == 0 or _seconds(seconds),
+        "a number of seconds of 0 or more, up to a day (0 turns health checks off)",
+        lambda seconds: seconds is not None and (seconds == 0 or _seconds(seconds)),
     ),
     "protocol": (
         int,
@@ -1921,12 +1931,13 @@ def _retry_repr(retry: t.Any) -> str:
 class _AtMostOnceBackoff:
     """The backoff of a retry policy, which stops the retries instead of
     giving a delay when the failure at hand came as a command's reply was
-    read -- the server may have run it, and would run it again -- or would
-    only repeat: a wrong password, a certificate that does not verify.
+    read -- the server may have run it, and would run it again -- or as a
+    new connection's handshake timed out, or would only repeat: a wrong
+    password, a certificate that does not verify.
 
     redis-py's ``Retry.call_with_retry`` (sync and asyncio, 5.0 to 8.x) asks
     its backoff for the delay while it handles a failure, so this costs
-    nothing per command (see docs/reliability.rst).
+    nothing per command (see docs/performance.rst).
     """
 
     def __init__(self, backoff: t.Any) -> None:
@@ -1938,12 +1949,18 @@ class _AtMostOnceBackoff:
         error = sys.exc_info()[1]
         if error is not None:
             cause = error.__cause__ or error.__context__
-            frame = error.__traceback__
-            while (
-                frame is not None and frame.tb_frame.f_code.co_name != "read_response"
-            ):
+            frame, names = error.__traceback__, set()
+            while frame is not None:
+                names.add(frame.tb_frame.f_code.co_name)
                 frame = frame.tb_next
-            if frame is not None or isinstance(cause, ssl.SSLCertVerificationError):
+            # A handshake (on_connect) is safe to send again, but not to wait
+            # for again: a frozen server would hold the request per retry.
+            handshake = any(name.startswith("on_connect") for name in names)
+            if "read_response" in names and (
+                not handshake or "Timeout" in type(error).__name__
+            ):
+                raise error
+            if isinstance(cause, ssl.SSLCertVerificationError):
                 raise error
             if type(error).__name__ == "AuthenticationError":
                 raise error
@@ -2382,7 +2399,7 @@ class LoopLocalClient(_Binding):
 # == 10. The flask redis command ================================================
 
 
-@click.group("redis")
+@click.group("redis", help="Check and inspect the Redis connections of the app.")
 def cli() -> None:
     """Check and inspect the Redis connections of the app.
 
@@ -2623,7 +2640,8 @@ def get_recorded_commands() -> list[CommandRecord]:
     .. versionadded:: 2.0
     """
     context = _cv_app.get(None)
-    return list(getattr(context.g, "_redis_commands", ())) if context else []
+    recorded = getattr(context.g, "_redis_commands", ()) if context else ()
+    return [CommandRecord._make(record) for record in recorded]
 
 
 @functools.cache
@@ -2641,7 +2659,7 @@ def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
                 getattr(entry, "args", None) or entry[0] for entry in _queued(pipe)
             ]
             return "PIPELINE", tuple(
-                (name, *args) for name, args in map(_masked_command, stack)
+                (name, *args) for name, args in map(_masked, stack)
             )
 
         pipe.execute = _recorded(pipe.execute, prefix, describe, asynchronous)
@@ -2652,7 +2670,7 @@ def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
         # Looked up at each call, as instrumentations (OpenTelemetry's) patch it.
         lambda *args, **kwargs: client_class.execute_command(*args, **kwargs),
         prefix,
-        lambda args: _masked_command(args[1:]),
+        lambda args: _masked(args[1:]),
         asynchronous,
     )
     namespace: dict[str, t.Any] = {"execute_command": execute_command}
@@ -2679,6 +2697,7 @@ def _queued(pipe: t.Any) -> list[t.Any]:
 _NOT_RECORDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "flask_and_redis.not_recording", default=False
 )
+_perf_counter = time.perf_counter  # bound once, on the path of every command
 
 
 def _recorded(
@@ -2687,16 +2706,20 @@ def _recorded(
     describe: Callable[[tuple[t.Any, ...]], tuple[str, tuple[t.Any, ...]]],
     asynchronous: bool,
 ) -> Callable[..., t.Any]:
-    """*method*, recording each call made in an app context (see
-    :class:`CommandRecord`): *describe* names the command and its arguments."""
+    """*method*, recording each call made in an app context, as a tuple that
+    :func:`get_recorded_commands` makes a :class:`CommandRecord` of (cheaper
+    than making one per command): *describe* names the command and its
+    arguments."""
 
-    def records() -> list[CommandRecord] | None:
+    def records() -> list[tuple[t.Any, ...]] | None:
         context = _cv_app.get(None)
         if context is None or _NOT_RECORDING.get():
             return None
-        if not hasattr(context.g, "_redis_commands"):
+        try:
+            return t.cast(list[tuple[t.Any, ...]], context.g._redis_commands)
+        except AttributeError:
             context.g._redis_commands = []
-        return t.cast(list[CommandRecord], context.g._redis_commands)
+            return t.cast(list[tuple[t.Any, ...]], context.g._redis_commands)
 
     if asynchronous:
 
@@ -2705,18 +2728,14 @@ def _recorded(
             if listed is None:
                 return await method(*args, **kwargs)
             command, shown = describe(args)
-            started, error = time.perf_counter(), None
+            started, error = _perf_counter(), None
             try:
                 return await method(*args, **kwargs)
             except BaseException as caught:
                 error = caught
                 raise
             finally:
-                listed.append(
-                    CommandRecord(
-                        prefix, command, shown, started, time.perf_counter(), error
-                    )
-                )
+                listed.append((prefix, command, shown, started, _perf_counter(), error))
 
         return record_awaited
 
@@ -2725,37 +2744,41 @@ def _recorded(
         if listed is None:
             return method(*args, **kwargs)
         command, shown = describe(args)
-        started, error = time.perf_counter(), None
+        started, error = _perf_counter(), None
         try:
             return method(*args, **kwargs)
         except BaseException as caught:
             error = caught
             raise
         finally:
-            listed.append(
-                CommandRecord(
-                    prefix, command, shown, started, time.perf_counter(), error
-                )
-            )
+            listed.append((prefix, command, shown, started, _perf_counter(), error))
 
     return record
 
 
-def _masked_command(args: t.Sequence[t.Any]) -> tuple[str, tuple[t.Any, ...]]:
+# The commands that can carry a password, and how far after which word.
+_SECRETS = {"AUTH": {}, "HELLO": {"AUTH": 2}, "MIGRATE": {"AUTH": 1, "AUTH2": 2}}
+
+
+def _masked(args: t.Sequence[t.Any]) -> tuple[str, tuple[t.Any, ...]]:
     """The name of a command, and its arguments with passwords masked: those
     of AUTH, HELLO … AUTH user password, MIGRATE … AUTH password / AUTH2
     user password, and ACL SETUSER's ``>password`` (and hash) rules."""
-    words = [arg.decode() if isinstance(arg, bytes) else str(arg) for arg in args]
-    command, shown = words[0].upper() if words else "", list(args[1:])
-    for index, word in enumerate(words[1:]):
-        secrets = {"AUTH": 2 if command == "HELLO" else 1, "AUTH2": 2}
-        if word.upper() in secrets and index + secrets[word.upper()] < len(shown):
-            shown[index + secrets[word.upper()]] = _MASK
-        if command == "ACL SETUSER" and word[:1] in "<>#!" and word:
-            shown[index] = _MASK
-    if command == "AUTH":
-        shown[-1:] = [_MASK] * bool(shown)
-    return command, tuple(shown)
+    name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+    command, shown = name.upper(), tuple(args[1:])
+    if command not in _SECRETS and command != "ACL SETUSER":
+        return command, shown  # the path of nearly every command
+    words = [arg.decode() if isinstance(arg, bytes) else str(arg) for arg in shown]
+    masked = list(shown)
+    for index, word in enumerate(words):
+        after = _SECRETS.get(command, {}).get(word.upper())
+        if after and index + after < len(masked):
+            masked[index + after] = _MASK
+        if command == "ACL SETUSER" and word[:1] in ("<", ">", "#", "!"):
+            masked[index] = _MASK
+    if command == "AUTH" and masked:
+        masked[-1] = _MASK
+    return command, tuple(masked)
 
 
 def _add_server_timing(prefix: str, response: t.Any) -> t.Any:

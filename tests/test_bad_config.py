@@ -59,6 +59,7 @@ PLAIN_POOL_TIMEOUT = {
     "CONNECTION_POOL_TIMEOUT": 5,
 }
 ZERO_POOL_TIMEOUT = {"CONNECTION_POOL_CLASS": BLOCKING, "CONNECTION_POOL_TIMEOUT": 0}
+DROPPED_BY_A_CLUSTER = {"CLUSTER_NODES": ["n1:7000"], "HEALTH_CHECK_INTERVAL": 5}
 INFINITE_POOL_TIMEOUT = {
     "CONNECTION_POOL_CLASS": BLOCKING,
     "CONNECTION_POOL_TIMEOUT": "inf",
@@ -243,6 +244,10 @@ BAD_CONFIGS = [
     bad("DRIVER_INFO", "takes an object", DRIVER_INFO="my-app"),
     bad("EVENT_DISPATCHER", "takes an object", EVENT_DISPATCHER="x"),
     bad("RETRY", "takes an object", RETRY="redis.retry.Retry"),
+    bad("HEALTH_CHECK_INTERVAL", "up to a day", HEALTH_CHECK_INTERVAL=None),
+    # Keywords a cluster client would drop without a word.
+    bad("HEALTH_CHECK_INTERVAL", "REDIS_ALLOWED_KEYS", "", **DROPPED_BY_A_CLUSTER),
+    bad("SSL_VALIDATE_OCSP", "REDIS_ALLOWED_KEYS", "", CLUSTER=1, SSL_VALIDATE_OCSP=1),
     # Misspelt URLs show no part of their userinfo.
     bad("URL", "'://'", URL=f"redis:/:{PW}@h/0"),
     bad("URL", "'://'", URL=f"redis::{PW}@h/0"),
