@@ -9,6 +9,7 @@ for a connection. Good configurations are in test_config.py.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import traceback
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import redis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -59,6 +61,7 @@ PLAIN_POOL_TIMEOUT = {
     "CONNECTION_POOL_TIMEOUT": 5,
 }
 ZERO_POOL_TIMEOUT = {"CONNECTION_POOL_CLASS": BLOCKING, "CONNECTION_POOL_TIMEOUT": 0}
+HAS_DRIVER_INFO = "driver_info" in inspect.signature(redis.Redis.__init__).parameters
 DROPPED_BY_A_CLUSTER = {"CLUSTER_NODES": ["n1:7000"], "HEALTH_CHECK_INTERVAL": 5}
 INFINITE_POOL_TIMEOUT = {
     "CONNECTION_POOL_CLASS": BLOCKING,
@@ -241,7 +244,8 @@ BAD_CONFIGS = [
     bad("ENCODING_ERRORS", "an error handler", ENCODING_ERRORS="bogus"),
     bad("CONNECTION_POOL", "_CONNECTION_POOL_CLASS", CONNECTION_POOL=BLOCKING),
     bad("CACHE_CONFIG", "takes an object", CACHE_CONFIG="redis.cache.CacheConfig"),
-    bad("DRIVER_INFO", "takes an object", DRIVER_INFO="my-app"),
+    # (A keyword of redis-py 8 and later.)
+    *[bad("DRIVER_INFO", "takes an object", DRIVER_INFO="my-app")] * HAS_DRIVER_INFO,
     bad("EVENT_DISPATCHER", "takes an object", EVENT_DISPATCHER="x"),
     bad("RETRY", "takes an object", RETRY="redis.retry.Retry"),
     bad("HEALTH_CHECK_INTERVAL", "up to a day", HEALTH_CHECK_INTERVAL=None),
