@@ -29,11 +29,15 @@ Cluster; 7. building clients; 8. following Sentinel failovers; 9. asyncio;
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
+import concurrent.futures
+import contextvars
 import copy
 import dataclasses
 import difflib
 import functools
+import importlib
 import inspect
 import ipaddress
 import logging
@@ -226,6 +230,14 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         app.extensions.setdefault("redis", _Clients()).bindings[prefix] = binding
         if "redis" not in app.cli.commands:  # a command of the app's own wins
             app.cli.add_command(cli)
+        if (
+            settings.is_asyncio
+            and isinstance(app, Flask)
+            and "async_to_sync" not in vars(app)
+        ):
+            # One event loop for the app's async views (see _run_in_views_loop);
+            # ``del app.async_to_sync`` is Flask's way back.
+            app.async_to_sync = functools.partial(_run_in_views_loop, app)  # type: ignore[method-assign]
         name = _class_name(settings.client_class)
         logger.debug("%s on app %r: %s to %s", prefix, app.name, name, settings.url)
 
@@ -445,8 +457,8 @@ def _bind(settings: ClientSettings) -> _Binding:
     """What serves one app and prefix: its client, a cluster client built on
     first use, or for an asyncio client class a client per event loop. Makes
     no connection; a value that redis-py refuses is a ConfigurationError."""
-    if isinstance(settings, ClusterSettings):  # it would connect
-        _expose_attributes(settings.client_class)
+    if isinstance(settings, ClusterSettings) and not settings.is_asyncio:
+        _expose_attributes(settings.client_class)  # (it connects as it is built)
         return _BuiltOnFirstUse(settings)
     try:
         # Built for asyncio too, where each event loop builds its own: so
@@ -656,11 +668,13 @@ class ClusterSettings(ClientSettings):
         return f"{self._scheme('+cluster')}://{userinfo}{hosts}"
 
     def create_client(self) -> t.Any:
-        """Build the client. Unlike other clients, a cluster client connects
-        here: it asks the startup nodes which node serves which keys."""
-        from redis.cluster import ClusterNode
-
-        nodes = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call]
+        """Build the client. Unlike other clients, a sync cluster client
+        connects here: it asks the startup nodes which node serves which keys.
+        An asyncio one asks at its first command."""
+        cluster = importlib.import_module(
+            f"redis{'.asyncio' * self.is_asyncio}.cluster"
+        )
+        nodes = [cluster.ClusterNode(host, port) for host, port in self.nodes]
         client = self.client_class(startup_nodes=nodes, **self.kwargs)
         retry = _at_most_once(getattr(client, "retry", None))
         if retry is not None and "retry" not in self.kwargs:  # the client's own
@@ -1547,14 +1561,19 @@ def _client_class_and_topology(
             f"False, but {cluster} configures a Redis Cluster; set it to True, or"
             " remove it.",
         )
-    if cluster is not None and client_class is not None:
-        if not _is_cluster_class(client_class):
+    if cluster is not None and not _is_cluster_class(client_class):
+        # redis.Redis or redis.asyncio.Redis says which cluster client it is.
+        clusters = {"redis.Redis": "cluster", "redis.asyncio.Redis": "asyncio.cluster"}
+        if client_class is not None and _class_name(client_class) not in clusters:
             raise ConfigurationError(
                 class_key,
-                f"{_class_name(client_class)} is not redis.cluster.RedisCluster or a"
-                f" subclass of it, which {cluster} needs (asyncio cluster clients"
-                f" are not supported); leave {key('CLASS')} unset, or name one.",
+                f"{_class_name(client_class)} is not a cluster client class, which"
+                f" {cluster} needs; leave {key('CLASS')} unset, or name"
+                " redis.cluster.RedisCluster, redis.asyncio.RedisCluster (or a"
+                " subclass), or redis.asyncio.Redis.",
             )
+        module = clusters[_class_name(client_class or _default_client_class())]
+        client_class = importlib.import_module(f"redis.{module}").RedisCluster
     if sentinel is not None and url is not None and url.topology is None:
         raise ConfigurationError(
             key("URL"),
@@ -1567,24 +1586,23 @@ def _client_class_and_topology(
         if not _is_redis_class(client_class):
             raise ConfigurationError(
                 class_key,
-                f"{_class_name(client_class)} is not redis.Redis or a subclass of"
-                f" it, which Sentinel ({sentinel}) needs; asyncio clients are not"
-                " supported with Sentinel.",
+                f"{_class_name(client_class)} is not redis.Redis, redis.asyncio.Redis"
+                f" or a subclass of one, which Sentinel ({sentinel}) needs.",
             )
     topology = "cluster" if cluster else "sentinel" if sentinel else "server"
-    return client_class or _default_client_class(topology == "cluster"), topology
+    return client_class or _default_client_class(), topology
 
 
-def _default_client_class(cluster: bool = False) -> type[t.Any]:
+def _default_client_class() -> type[t.Any]:
     try:
-        import redis.cluster
+        import redis
     except ImportError:
         raise ImportError(
             "Flask-And-Redis needs redis-py for its default client class: install"
             " it with 'pip install redis', or configure a client class of your"
             " own (REDIS_CLASS, or Redis.from_custom_provider)."
         ) from None
-    return redis.cluster.RedisCluster if cluster else redis.Redis
+    return redis.Redis
 
 
 def _resolve_class(
@@ -1638,11 +1656,15 @@ def _is_subclass(client_class: object, module: str, name: str) -> bool:
 
 
 def _is_redis_class(client_class: object) -> bool:
-    return _is_subclass(client_class, "redis.client", "Redis")
+    return _is_subclass(client_class, "redis.client", "Redis") or _is_subclass(
+        client_class, "redis.asyncio.client", "Redis"
+    )
 
 
 def _is_cluster_class(client_class: object) -> bool:
-    return _is_subclass(client_class, "redis.cluster", "RedisCluster")
+    return _is_subclass(client_class, "redis.cluster", "RedisCluster") or _is_subclass(
+        client_class, "redis.asyncio.cluster", "RedisCluster"
+    )
 
 
 def _keywords(
@@ -1678,7 +1700,7 @@ def _keywords(
         if not takes_any:
             break
     if topology == "cluster":
-        if takes_any and _is_cluster_class(client_class):
+        if takes_any and _is_subclass(client_class, "redis.cluster", "RedisCluster"):
             allowed = sys.modules["redis.cluster"].REDIS_ALLOWED_KEYS
             for name, default in _keywords(_default_client_class())[0].items():
                 if name in allowed:
@@ -1999,7 +2021,7 @@ def _sentinel_client(
     a manager of its own); with *follow_failovers*, a master's pool also
     listens for failovers (see :class:`_FailoverWatcher`), which a
     short-lived client, such as the ``flask redis`` command's, does without."""
-    pool_class, sentinel_class = _sentinel_classes()
+    pool_class, sentinel_class = _sentinel_classes(settings.is_asyncio)
     if sentinel_manager is None:
         sentinel_kwargs = dict(settings.sentinel_kwargs)
         sentinel_manager = sentinel_class(
@@ -2039,18 +2061,17 @@ _WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
 
 
 @functools.cache
-def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
-    """redis-py's Sentinel pool and Sentinel client, made to follow failovers
-    (see :class:`_FailoverWatcher`). Made on first use: the module imports
-    without redis-py."""
-    from redis.sentinel import (
-        Sentinel,
-        SentinelConnectionPool,
-        SentinelManagedConnection,
-        SentinelManagedSSLConnection,
-    )
+def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.Any]]:
+    """redis-py's Sentinel pool and Sentinel client (or redis.asyncio's), made
+    to follow failovers (see :class:`_FailoverWatcher`). Made on first use:
+    the module imports without redis-py."""
+    module = importlib.import_module(f"redis{'.asyncio' * asynchronous}.sentinel")
+    Sentinel: t.Any = module.Sentinel
+    Pool: t.Any = module.SentinelConnectionPool
+    Connection: t.Any = module.SentinelManagedConnection
+    SSLConnection: t.Any = module.SentinelManagedSSLConnection
 
-    class FollowingSentinel(Sentinel):
+    class FollowingSentinel(Sentinel):  # type: ignore[misc]
         """Asks the sentinels where the master is, unless one has just
         announced a new master: then the ones that have not heard of it yet
         are not asked."""
@@ -2058,7 +2079,7 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
         def __init__(
             self, sentinels: t.Sequence[tuple[str, int]], **kwargs: t.Any
         ) -> None:
-            super().__init__(sentinels, **kwargs)  # type: ignore[no-untyped-call]
+            super().__init__(sentinels, **kwargs)
             self.addresses = list(sentinels)
             # service name -> (announced master, until when it is trusted)
             self.announcements: dict[str, tuple[tuple[str, int], float]] = {}
@@ -2078,16 +2099,16 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
 
         def discover_master(self, service_name: str) -> t.Any:
             announced = self.announcements.get(service_name)
-            if announced is not None and time.monotonic() < announced[1]:
-                return announced[0]
-            return super().discover_master(service_name)  # type: ignore[no-untyped-call]
+            if announced is None or time.monotonic() >= announced[1]:
+                return super().discover_master(service_name)
+            return _awaitable(announced[0]) if asynchronous else announced[0]
 
-    class ReconnectingConnection(SentinelManagedConnection):
+    class ReconnectingConnection(Connection):  # type: ignore[misc]
         """Asks the sentinels where to connect (the master, or a replica)
         whenever it reconnects: redis-py 6 and later reconnect a connection
         that a failed command closed to the address it had, so a command
         retried after its master died would be retried against the dead master
-        until its retries ran out."""
+        until its retries ran out. (redis.asyncio's connections ask.)"""
 
         def send_packed_command(
             self, command: t.Any, check_health: bool = True
@@ -2095,15 +2116,13 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
             if not getattr(self, "_sock", True):
                 # One attempt that asks the sentinels: the command's own retry
                 # is around this call, and connect() would nest a second one.
-                getattr(self, "_connect_retry", self.connect)()
-            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+                (getattr(self, "_connect_retry", None) or self.connect)()
+            super().send_packed_command(command, check_health)
 
-    class ReconnectingSSLConnection(
-        ReconnectingConnection, SentinelManagedSSLConnection
-    ):
+    class ReconnectingSSLConnection(ReconnectingConnection, SSLConnection):  # type: ignore[misc]
         pass
 
-    class FollowingSentinelPool(SentinelConnectionPool):
+    class FollowingSentinelPool(Pool):  # type: ignore[misc]
         """A master's pool follows failovers from its first connection in
         each process until it is closed, unless made with *follow_failovers*
         false; closing it also closes its connections to the sentinels."""
@@ -2115,31 +2134,46 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
             follow_failovers: bool = True,
             **kwargs: t.Any,
         ) -> None:
-            kwargs.setdefault(
-                "connection_class",
-                ReconnectingSSLConnection
-                if kwargs.get("ssl")
-                else ReconnectingConnection,
-            )
+            if not asynchronous:
+                ssl = kwargs.get("ssl")
+                kwargs.setdefault(
+                    "connection_class",
+                    ReconnectingSSLConnection if ssl else ReconnectingConnection,
+                )
             self.watcher = None
             if follow_failovers and kwargs.get("is_master", True):
                 self.watcher = _FailoverWatcher(self, sentinel_manager, service_name)
-            super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+            super().__init__(service_name, sentinel_manager, **kwargs)
 
         def get_connection(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
             if self.watcher is not None:
                 self.watcher.start()
-            return super().get_connection(*args, **kwargs)
+            return super().get_connection(*args, **kwargs)  # awaitable with asyncio
 
-        def disconnect(self, inuse_connections: bool = True) -> None:
-            if inuse_connections:  # closing, not just dropping idle connections
-                if self.watcher is not None:
-                    self.watcher.stop()
-                for sentinel in self.sentinel_manager.sentinels:
+        def disconnect(self, inuse_connections: bool = True) -> t.Any:
+            disconnected = super().disconnect(inuse_connections)
+            if not inuse_connections:  # just the idle connections
+                return disconnected
+            if self.watcher is not None:
+                self.watcher.stop()
+            sentinels = self.sentinel_manager.sentinels
+            if not asynchronous:
+                for sentinel in sentinels:
                     sentinel.close()
-            super().disconnect(inuse_connections)
+                return disconnected
+
+            async def closing() -> None:
+                await disconnected
+                for sentinel in sentinels:
+                    await sentinel.aclose()
+
+            return closing()
 
     return FollowingSentinelPool, FollowingSentinel
+
+
+async def _awaitable(value: t.Any) -> t.Any:
+    return value
 
 
 class _FailoverWatcher:
@@ -2169,6 +2203,12 @@ class _FailoverWatcher:
             if self._pid == os.getpid():
                 return
             self._pid, self._stopping = os.getpid(), threading.Event()
+            try:  # an asyncio pool's: its loop runs what it is told
+                self._loop: asyncio.AbstractEventLoop | None = (
+                    asyncio.get_running_loop()
+                )
+            except RuntimeError:
+                self._loop = None
             for host, port in self._sentinel_manager.addresses:
                 threading.Thread(
                     target=self._follow,
@@ -2228,7 +2268,9 @@ class _FailoverWatcher:
                 if self._sentinel_manager.announce(self._service_name, address):
                     # The pool asks, and gets the announced address; as it
                     # changed, it closes its idle connections, busy ones on release.
-                    pool.get_master_address()
+                    asked = pool.get_master_address()
+                    if self._loop is not None:
+                        asyncio.run_coroutine_threadsafe(asked, self._loop)
                     logger.info(
                         "The sentinels announce a new master for %r: %s:%s",
                         self._service_name,
@@ -2246,14 +2288,15 @@ class LoopLocalClient(_Binding):
     """The asyncio client of one app and prefix: one client per event loop.
 
     An asyncio client's connections belong to the event loop that opened
-    them, and Flask runs each ``async def`` view in a new event loop that it
-    closes when the view returns. So for an asyncio client class
-    (``<prefix>_CLASS = "redis.asyncio.Redis"``) every event loop gets a
-    client of its own, built from the same :class:`ClientSettings` on first
-    use in that loop, reused for as long as the loop runs, and closed, with
-    its connections, when the loop shuts down (``loop.shutdown_asyncgens()``,
-    which ``asyncio.run()`` calls). The client of a loop closed without
-    shutting down is dropped, unclosed, when the next loop's client is built.
+    them. So for an asyncio client class (``<prefix>_CLASS =
+    "redis.asyncio.Redis"``) every event loop gets a client of its own (and,
+    with Sentinel, a replica client), built from the same
+    :class:`ClientSettings` on first use in that loop, reused for as long as
+    the loop runs, and closed, with its connections, when the loop shuts down
+    (``loop.shutdown_asyncgens()``, which ``asyncio.run()`` calls). The client
+    of a loop closed without shutting down is dropped, unclosed, when the next
+    loop's client is built. Flask's async views all run in one loop (see
+    :doc:`async`), so their connections are reused.
 
     It stands in ``app.extensions["redis"][prefix]`` where a sync prefix
     has its client, and hands attribute lookups on to the running loop's
@@ -2266,11 +2309,11 @@ class LoopLocalClient(_Binding):
 
     def __init__(self, settings: ClientSettings) -> None:
         #: The settings each loop's client is built from.
-        self.settings, self.replica = settings, None
+        self.settings = settings
         # Plain dicts: weak keys would not let a loop go, since the values
         # refer to it. Both entries leave when the loop shuts down, or once it
         # is found closed without shutting down.
-        self._clients: dict[asyncio.AbstractEventLoop, t.Any] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, tuple[t.Any, t.Any]] = {}
         self._closers: dict[
             asyncio.AbstractEventLoop, t.AsyncGenerator[None, None]
         ] = {}
@@ -2281,6 +2324,14 @@ class LoopLocalClient(_Binding):
 
         :raise RuntimeError: no event loop is running in this thread.
         """
+        return self._loop_clients()[0]
+
+    @property
+    def replica(self) -> t.Any:
+        """With Sentinel, the running event loop's replica client."""
+        return self._loop_clients()[1]
+
+    def _loop_clients(self) -> tuple[t.Any, t.Any]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -2291,10 +2342,10 @@ class LoopLocalClient(_Binding):
                 " it in an async view or a coroutine ('await redis.get(...)'); for"
                 " sync code, configure another prefix with a sync client class."
             ) from None
-        client = self._clients.get(loop)
-        return client if client is not None else self._open(loop)
+        clients = self._clients.get(loop)
+        return clients if clients is not None else self._open(loop)
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> t.Any:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[t.Any, t.Any]:
         for closed in [closed for closed in self._clients if closed.is_closed()]:
             # Closed without shutdown_asyncgens(), so its client could not be
             # closed: closing asyncio transports needs their loop. Let go of
@@ -2310,30 +2361,35 @@ class LoopLocalClient(_Binding):
                 id(closed),
             )
         client = self.settings.create_client()
-        closer = self._close_at_shutdown(loop, client)
+        replica = None
+        if isinstance(self.settings, SentinelSettings):
+            manager = client.connection_pool.sentinel_manager
+            replica = _sentinel_client(self.settings, False, sentinel_manager=manager)
+        closer = self._close_at_shutdown(loop, client, replica)
         # Take the closer to its yield now: that registers it with the running
         # loop, whose shutdown_asyncgens() closes it -- running its finally,
         # which can still await -- before the loop is closed. asyncio.run(),
-        # asgiref (Flask's async views), Quart and Hypercorn call it.
+        # asgiref, Quart and Hypercorn call it.
         try:
             closer.asend(None).send(None)
         except StopIteration:
             pass
-        self._clients[loop], self._closers[loop] = client, closer
+        self._clients[loop], self._closers[loop] = (client, replica), closer
         _expose_attributes(client, own_only=True)
         logger.debug(
             "%s: new client for event loop %#x", self.settings.prefix, id(loop)
         )
-        return client
+        return client, replica
 
     async def _close_at_shutdown(
-        self, loop: asyncio.AbstractEventLoop, client: t.Any
+        self, loop: asyncio.AbstractEventLoop, client: t.Any, replica: t.Any
     ) -> t.AsyncGenerator[None, None]:
         try:
             yield
         finally:
             del self._clients[loop], self._closers[loop]
-            await client.aclose()
+            for opened in (replica, client) if replica is not None else (client,):
+                await opened.aclose()
             logger.debug(
                 "%s: closed the client of event loop %#x",
                 self.settings.prefix,
@@ -2354,6 +2410,76 @@ class LoopLocalClient(_Binding):
             f" {_class_name(settings.client_class)} to {settings.url},"
             f" clients in {len(self._clients)} event loops>"
         )
+
+
+def _run_in_views_loop(
+    app: Flask, function: Callable[..., t.Any]
+) -> Callable[..., t.Any]:
+    """``Flask.async_to_sync`` for the apps with an asyncio prefix: an async
+    view runs as a task of one event loop that lives on in a thread of its
+    own, rather than in a new loop per request (asgiref's), which would open
+    new connections for each. The task runs in a copy of the request's
+    context, as asgiref's does; an exception is raised to Flask."""
+    flasks_own = Flask.async_to_sync(app, function)
+
+    @functools.wraps(function)
+    def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        loop = _views_loop()
+        try:
+            if asyncio.get_running_loop() is loop:  # waiting would deadlock it
+                return flasks_own(*args, **kwargs)
+        except RuntimeError:
+            pass
+        done: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
+        context = contextvars.copy_context()
+
+        def start() -> None:  # in the loop's thread
+            task = context.run(loop.create_task, function(*args, **kwargs))
+            task.add_done_callback(lambda task: _settle(done, task))
+
+        loop.call_soon_threadsafe(start)
+        return done.result()
+
+    return run
+
+
+def _settle(done: concurrent.futures.Future[t.Any], task: asyncio.Task[t.Any]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif task.exception() is not None:
+        done.set_exception(task.exception())
+    else:
+        done.set_result(task.result())
+
+
+_VIEWS_LOOP: dict[int, asyncio.AbstractEventLoop] = {}  # process id -> loop
+_VIEWS_LOOP_LOCK = threading.Lock()
+
+
+def _views_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of this process's async views, started on first use
+    (a forked worker starts its own), and closed with its clients at exit."""
+    with _VIEWS_LOOP_LOCK:
+        loop = _VIEWS_LOOP.get(os.getpid())
+        if loop is None:
+            loop = _VIEWS_LOOP[os.getpid()] = asyncio.new_event_loop()
+
+            def serve() -> None:
+                loop.run_forever()
+                loop.run_until_complete(loop.shutdown_asyncgens())  # the clients
+                loop.close()
+
+            thread = threading.Thread(target=serve, name="flask_and_redis: async views")
+            thread.daemon = True
+            thread.start()
+            atexit.register(_stop_views_loop, loop, thread)
+        return loop
+
+
+def _stop_views_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
 
 
 # == 10. The flask redis command ================================================
