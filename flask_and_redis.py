@@ -230,12 +230,10 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         app.extensions.setdefault("redis", _Clients()).bindings[prefix] = binding
         if "redis" not in app.cli.commands:  # a command of the app's own wins
             app.cli.add_command(cli)
-        if (
-            settings.is_asyncio
-            and isinstance(app, Flask)
-            and "async_to_sync" not in vars(app)
-        ):
-            # One event loop for the app's async views (see _run_in_views_loop);
+        hook = getattr(getattr(app, "async_to_sync", None), "__func__", None)
+        if settings.is_asyncio and hook is Flask.async_to_sync:
+            # One event loop for the app's async views (see _run_in_views_loop),
+            # unless the app has an async_to_sync of its own (Quart has none);
             # ``del app.async_to_sync`` is Flask's way back.
             app.async_to_sync = functools.partial(_run_in_views_loop, app)  # type: ignore[method-assign]
         name = _class_name(settings.client_class)
@@ -2024,6 +2022,9 @@ def _sentinel_client(
     pool_class, sentinel_class = _sentinel_classes(settings.is_asyncio)
     if sentinel_manager is None:
         sentinel_kwargs = dict(settings.sentinel_kwargs)
+        if settings.is_asyncio and sentinel_kwargs.get("retry") == _no_retries():
+            retry_class = importlib.import_module("redis.asyncio.retry").Retry
+            sentinel_kwargs["retry"] = _no_retries(retry_class)  # its asyncio twin
         sentinel_manager = sentinel_class(
             settings.sentinels, sentinel_kwargs=sentinel_kwargs
         )
@@ -2150,6 +2151,17 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
                 self.watcher.start()
             return super().get_connection(*args, **kwargs)  # awaitable with asyncio
 
+        if asynchronous:
+
+            async def release(self, connection: t.Any) -> None:
+                # A connection busy as the master changed goes on to the old
+                # one, unless closed here: redis.asyncio's pool keeps it
+                # (redis-py's closes it, as owns_connection() says).
+                address = (connection.host, connection.port)
+                if self.is_master and address != self.master_address:
+                    await connection.disconnect()
+                await super().release(connection)
+
         def disconnect(self, inuse_connections: bool = True) -> t.Any:
             disconnected = super().disconnect(inuse_connections)
             if not inuse_connections:  # just the idle connections
@@ -2184,7 +2196,8 @@ class _FailoverWatcher:
 
     A daemon thread per sentinel listens for ``+switch-master``; on news of
     our master, the pool learns the new address, closes its idle connections
-    and its busy ones as they come back. The pool starts it on its first
+    and its busy ones as they come back; an asyncio pool does so in its event
+    loop, the loop of its first connection. The pool starts it on its first
     connection in each process (a forked worker starts its own), and stops it
     when it is closed.
     """
@@ -2268,8 +2281,10 @@ class _FailoverWatcher:
                 if self._sentinel_manager.announce(self._service_name, address):
                     # The pool asks, and gets the announced address; as it
                     # changed, it closes its idle connections, busy ones on release.
-                    asked = pool.get_master_address()
-                    if self._loop is not None:
+                    if self._loop is None:
+                        pool.get_master_address()
+                    elif not self._loop.is_closed():  # asyncio: in the pool's loop
+                        asked = pool.get_master_address()
                         asyncio.run_coroutine_threadsafe(asked, self._loop)
                     logger.info(
                         "The sentinels announce a new master for %r: %s:%s",
@@ -2283,6 +2298,9 @@ class _FailoverWatcher:
 
 # == 9. asyncio: a client per event loop ========================================
 
+# An event loop's client, its replica client (or None), and its closer.
+_LoopClients = tuple[t.Any, t.Any, t.AsyncGenerator[None, None]]
+
 
 class LoopLocalClient(_Binding):
     """The asyncio client of one app and prefix: one client per event loop.
@@ -2295,8 +2313,9 @@ class LoopLocalClient(_Binding):
     the loop runs, and closed, with its connections, when the loop shuts down
     (``loop.shutdown_asyncgens()``, which ``asyncio.run()`` calls). The client
     of a loop closed without shutting down is dropped, unclosed, when the next
-    loop's client is built. Flask's async views all run in one loop (see
-    :doc:`async`), so their connections are reused.
+    loop's client is built. Flask's async views all run in one loop, which
+    runs until the process exits (see :doc:`async`), so their connections are
+    reused; :meth:`close` closes its clients sooner.
 
     It stands in ``app.extensions["redis"][prefix]`` where a sync prefix
     has its client, and hands attribute lookups on to the running loop's
@@ -2305,18 +2324,19 @@ class LoopLocalClient(_Binding):
     :param settings: what every loop's client is built from.
     """
 
-    __slots__ = ("_clients", "_closers")
+    __slots__ = ("__weakref__", "_clients")
 
     def __init__(self, settings: ClientSettings) -> None:
         #: The settings each loop's client is built from.
         self.settings = settings
-        # Plain dicts: weak keys would not let a loop go, since the values
-        # refer to it. Both entries leave when the loop shuts down, or once it
-        # is found closed without shutting down.
-        self._clients: dict[asyncio.AbstractEventLoop, tuple[t.Any, t.Any]] = {}
-        self._closers: dict[
-            asyncio.AbstractEventLoop, t.AsyncGenerator[None, None]
-        ] = {}
+        # Each loop's client, replica client (or None) and closer. A plain
+        # dict: weak keys would not let a loop go, since the values refer to
+        # it. An entry leaves when its loop shuts down, or once the loop is
+        # found closed without shutting down. Nothing in it refers to self,
+        # so that a dropped LoopLocalClient (an app of a test, gone) can have
+        # the clients of loops that run on closed, unwaited for.
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+        weakref.finalize(self, _close_in_their_loops, self._clients, 0).atexit = False
 
     @property
     def client(self) -> t.Any:
@@ -2331,26 +2351,37 @@ class LoopLocalClient(_Binding):
         """With Sentinel, the running event loop's replica client."""
         return self._loop_clients()[1]
 
-    def _loop_clients(self) -> tuple[t.Any, t.Any]:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the clients of the event loops that are running, each in its
+        loop, and wait for them up to *timeout* seconds. The loop of Flask's
+        async views runs until the process exits, and its clients with it: a
+        test suite that drops its apps closes them with this. The running
+        loop's client is closed once the caller gives the loop back, unwaited
+        for; that of a loop not running, when the loop shuts down.
+
+        .. versionadded:: 2.0
+        """
+        _close_in_their_loops(self._clients, timeout)
+
+    def _loop_clients(self) -> _LoopClients:
+        loop = _running_loop()
+        if loop is None:
             raise RuntimeError(
                 f"{self.settings.prefix} has an asyncio client class"
                 f" ({_class_name(self.settings.client_class)}), whose clients"
                 " belong to an event loop, and no event loop is running here. Use"
                 " it in an async view or a coroutine ('await redis.get(...)'); for"
                 " sync code, configure another prefix with a sync client class."
-            ) from None
+            )
         clients = self._clients.get(loop)
         return clients if clients is not None else self._open(loop)
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> tuple[t.Any, t.Any]:
-        for closed in [closed for closed in self._clients if closed.is_closed()]:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> _LoopClients:
+        for closed in [closed for closed in list(self._clients) if closed.is_closed()]:
             # Closed without shutdown_asyncgens(), so its client could not be
             # closed: closing asyncio transports needs their loop. Let go of
             # it for the garbage collector, rather than keep it for good.
-            del self._clients[closed], self._closers[closed]
+            self._clients.pop(closed, None)
             logger.warning(
                 "%s: event loop %#x was closed without loop.shutdown_asyncgens(),"
                 " so its client could not be closed; the client is dropped and its"
@@ -2365,7 +2396,7 @@ class LoopLocalClient(_Binding):
         if isinstance(self.settings, SentinelSettings):
             manager = client.connection_pool.sentinel_manager
             replica = _sentinel_client(self.settings, False, sentinel_manager=manager)
-        closer = self._close_at_shutdown(loop, client, replica)
+        closer = _close_at_shutdown(self._clients, loop, self.settings.prefix)
         # Take the closer to its yield now: that registers it with the running
         # loop, whose shutdown_asyncgens() closes it -- running its finally,
         # which can still await -- before the loop is closed. asyncio.run(),
@@ -2374,27 +2405,12 @@ class LoopLocalClient(_Binding):
             closer.asend(None).send(None)
         except StopIteration:
             pass
-        self._clients[loop], self._closers[loop] = (client, replica), closer
+        self._clients[loop] = clients = (client, replica, closer)
         _expose_attributes(client, own_only=True)
         logger.debug(
             "%s: new client for event loop %#x", self.settings.prefix, id(loop)
         )
-        return client, replica
-
-    async def _close_at_shutdown(
-        self, loop: asyncio.AbstractEventLoop, client: t.Any, replica: t.Any
-    ) -> t.AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            del self._clients[loop], self._closers[loop]
-            for opened in (replica, client) if replica is not None else (client,):
-                await opened.aclose()
-            logger.debug(
-                "%s: closed the client of event loop %#x",
-                self.settings.prefix,
-                id(loop),
-            )
+        return clients
 
     def __getattr__(self, name: str) -> t.Any:
         if name.startswith("_"):
@@ -2412,35 +2428,105 @@ class LoopLocalClient(_Binding):
         )
 
 
+async def _close_at_shutdown(
+    clients: dict[asyncio.AbstractEventLoop, _LoopClients],
+    loop: asyncio.AbstractEventLoop,
+    prefix: str,
+) -> t.AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        client, replica, _ = clients.pop(loop)
+        for opened in (replica, client) if replica is not None else (client,):
+            await opened.aclose()
+        logger.debug("%s: closed the client of event loop %#x", prefix, id(loop))
+
+
+def _close_in_their_loops(
+    clients: dict[asyncio.AbstractEventLoop, _LoopClients], timeout: float
+) -> None:
+    """Have the running loops of *clients* close their clients, and wait up
+    to *timeout* seconds (not for the caller's own loop: it cannot run)."""
+    running, closing = _running_loop(), []
+    for loop, (*_, closer) in list(clients.items()):
+        if loop.is_running():
+            closed = asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
+            if loop is not running:
+                closing.append(closed)
+    concurrent.futures.wait(closing, timeout)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _run_in_views_loop(
     app: Flask, function: Callable[..., t.Any]
 ) -> Callable[..., t.Any]:
     """``Flask.async_to_sync`` for the apps with an asyncio prefix: an async
     view runs as a task of one event loop that lives on in a thread of its
     own, rather than in a new loop per request (asgiref's), which would open
-    new connections for each. The task runs in a copy of the request's
-    context, as asgiref's does; an exception is raised to Flask."""
-    flasks_own = Flask.async_to_sync(app, function)
+    new connections for each. Otherwise as with asgiref: the task runs in a
+    copy of the request's context, and what the view changed in it is set in
+    the request's; what the view raises is raised to Flask; tasks that it
+    started and left running are cancelled before the request goes on."""
 
     @functools.wraps(function)
     def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
         loop = _views_loop()
-        try:
-            if asyncio.get_running_loop() is loop:  # waiting would deadlock it
-                return flasks_own(*args, **kwargs)
-        except RuntimeError:
-            pass
+        if _running_loop() is loop:  # waiting would deadlock it: asgiref refuses
+            return Flask.async_to_sync(app, function)(*args, **kwargs)
         done: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
-        context = contextvars.copy_context()
+        left: list[contextvars.Context] = []
 
-        def start() -> None:  # in the loop's thread
-            task = context.run(loop.create_task, function(*args, **kwargs))
-            task.add_done_callback(lambda task: _settle(done, task))
+        def start() -> None:  # in the loop's thread, in a copy of our context
+            task = loop.create_task(_view(function(*args, **kwargs), left))
+            task.add_done_callback(functools.partial(_settle, done))
 
         loop.call_soon_threadsafe(start)
-        return done.result()
+        try:
+            return done.result()
+        finally:
+            for variable, value in left[0].items() if left else ():
+                variable.set(value)
 
     return run
+
+
+# The tasks that the running view started (a task started by one of those
+# counts too): see _view_task_factory.
+_VIEW_TASKS: contextvars.ContextVar[set[asyncio.Task[t.Any]]]
+_VIEW_TASKS = contextvars.ContextVar("flask_and_redis view tasks")
+
+
+async def _view(view: t.Awaitable[t.Any], left: list[contextvars.Context]) -> t.Any:
+    """Await *view*, then cancel the tasks it left running and hand back, in
+    *left*, the context it leaves: as when asgiref's loop ends with a view."""
+    started: set[asyncio.Task[t.Any]] = set()
+    token = _VIEW_TASKS.set(started)
+    try:
+        return await view
+    finally:
+        running = [task for task in started if not task.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        _VIEW_TASKS.reset(token)
+        left.append(contextvars.copy_context())
+
+
+def _view_task_factory(
+    loop: asyncio.AbstractEventLoop, coroutine: t.Any, **kwargs: t.Any
+) -> asyncio.Task[t.Any]:
+    task = asyncio.Task(coroutine, loop=loop, **kwargs)
+    started = _VIEW_TASKS.get(None)
+    if started is not None:
+        started.add(task)
+        task.add_done_callback(started.discard)
+    return task
 
 
 def _settle(done: concurrent.futures.Future[t.Any], task: asyncio.Task[t.Any]) -> None:
@@ -2463,6 +2549,7 @@ def _views_loop() -> asyncio.AbstractEventLoop:
         loop = _VIEWS_LOOP.get(os.getpid())
         if loop is None:
             loop = _VIEWS_LOOP[os.getpid()] = asyncio.new_event_loop()
+            loop.set_task_factory(_view_task_factory)
 
             def serve() -> None:
                 loop.run_forever()
