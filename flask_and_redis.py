@@ -2324,19 +2324,15 @@ class LoopLocalClient(_Binding):
     :param settings: what every loop's client is built from.
     """
 
-    __slots__ = ("__weakref__", "_clients")
+    __slots__ = ("_clients",)
 
     def __init__(self, settings: ClientSettings) -> None:
         #: The settings each loop's client is built from.
         self.settings = settings
-        # Each loop's client, replica client (or None) and closer. A plain
-        # dict: weak keys would not let a loop go, since the values refer to
-        # it. An entry leaves when its loop shuts down, or once the loop is
-        # found closed without shutting down. Nothing in it refers to self,
-        # so that a dropped LoopLocalClient (an app of a test, gone) can have
-        # the clients of loops that run on closed, unwaited for.
+        # A plain dict: weak keys would not let a loop go, since the values
+        # refer to it. An entry leaves when its loop shuts down, or once the
+        # loop is found closed without shutting down.
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
-        weakref.finalize(self, _close_in_their_loops, self._clients, 0).atexit = False
 
     @property
     def client(self) -> t.Any:
@@ -2355,13 +2351,22 @@ class LoopLocalClient(_Binding):
         """Close the clients of the event loops that are running, each in its
         loop, and wait for them up to *timeout* seconds. The loop of Flask's
         async views runs until the process exits, and its clients with it: a
-        test suite that drops its apps closes them with this. The running
-        loop's client is closed once the caller gives the loop back, unwaited
-        for; that of a loop not running, when the loop shuts down.
+        test suite that drops its apps closes them with this. (A dropped
+        app's are not closed by the garbage collector: the callbacks of
+        asyncio connections hold the context they were opened in, and with
+        it the app.) The running loop's client is closed once the caller
+        gives the loop back, unwaited for; that of a loop not running, when
+        the loop shuts down.
 
         .. versionadded:: 2.0
         """
-        _close_in_their_loops(self._clients, timeout)
+        running, closing = _running_loop(), []
+        for loop, (*_, closer) in list(self._clients.items()):
+            if loop.is_running():
+                closed = asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
+                if loop is not running:  # which cannot close it while we wait
+                    closing.append(closed)
+        concurrent.futures.wait(closing, timeout)
 
     def _loop_clients(self) -> _LoopClients:
         loop = _running_loop()
@@ -2396,7 +2401,7 @@ class LoopLocalClient(_Binding):
         if isinstance(self.settings, SentinelSettings):
             manager = client.connection_pool.sentinel_manager
             replica = _sentinel_client(self.settings, False, sentinel_manager=manager)
-        closer = _close_at_shutdown(self._clients, loop, self.settings.prefix)
+        closer = self._close_at_shutdown(loop)
         # Take the closer to its yield now: that registers it with the running
         # loop, whose shutdown_asyncgens() closes it -- running its finally,
         # which can still await -- before the loop is closed. asyncio.run(),
@@ -2412,6 +2417,21 @@ class LoopLocalClient(_Binding):
         )
         return clients
 
+    async def _close_at_shutdown(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> t.AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            client, replica, _ = self._clients.pop(loop)
+            for opened in (replica, client) if replica is not None else (client,):
+                await opened.aclose()
+            logger.debug(
+                "%s: closed the client of event loop %#x",
+                self.settings.prefix,
+                id(loop),
+            )
+
     def __getattr__(self, name: str) -> t.Any:
         if name.startswith("_"):
             raise AttributeError(
@@ -2426,34 +2446,6 @@ class LoopLocalClient(_Binding):
             f" {_class_name(settings.client_class)} to {settings.url},"
             f" clients in {len(self._clients)} event loops>"
         )
-
-
-async def _close_at_shutdown(
-    clients: dict[asyncio.AbstractEventLoop, _LoopClients],
-    loop: asyncio.AbstractEventLoop,
-    prefix: str,
-) -> t.AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        client, replica, _ = clients.pop(loop)
-        for opened in (replica, client) if replica is not None else (client,):
-            await opened.aclose()
-        logger.debug("%s: closed the client of event loop %#x", prefix, id(loop))
-
-
-def _close_in_their_loops(
-    clients: dict[asyncio.AbstractEventLoop, _LoopClients], timeout: float
-) -> None:
-    """Have the running loops of *clients* close their clients, and wait up
-    to *timeout* seconds (not for the caller's own loop: it cannot run)."""
-    running, closing = _running_loop(), []
-    for loop, (*_, closer) in list(clients.items()):
-        if loop.is_running():
-            closed = asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
-            if loop is not running:
-                closing.append(closed)
-    concurrent.futures.wait(closing, timeout)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -2548,7 +2540,10 @@ def _views_loop() -> asyncio.AbstractEventLoop:
     with _VIEWS_LOOP_LOCK:
         loop = _VIEWS_LOOP.get(os.getpid())
         if loop is None:
-            loop = _VIEWS_LOOP[os.getpid()] = asyncio.new_event_loop()
+            # Made in a context of its own: its callbacks would keep the
+            # request's that it was made in, and the app, alive.
+            loop = contextvars.Context().run(asyncio.new_event_loop)
+            _VIEWS_LOOP[os.getpid()] = loop
             loop.set_task_factory(_view_task_factory)
 
             def serve() -> None:

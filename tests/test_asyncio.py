@@ -20,12 +20,15 @@ import gc
 import logging
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -46,6 +49,8 @@ from flask_and_redis import (
 from servers import ACL_USERS, AUTH_PASSWORD, RedisServer
 
 MakeApp = Callable[..., Flask]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("no_asyncio_leaks")
 
@@ -760,6 +765,45 @@ def test_a_pubsub_a_view_left_open_is_not_seen_by_other_requests(
     assert replies == [{"subscribers": 1, "ping": True, "echo": "mine"}] * 5
     assert server.connected_clients() == 2  # the pub/sub's and the pool's
     close(app)  # closes the pub/sub's connection too
+    assert server.wait_for_connected_clients(0) == 0
+
+
+DROPPED_APP = """
+import gc, sys, weakref
+from flask import Flask
+from flask_and_redis import Redis
+
+app = Flask("dropped")
+app.config.update(REDIS_URL=sys.argv[1], REDIS_CLASS="redis.asyncio.Redis")
+redis = Redis(app)
+
+@app.get("/")
+async def view():
+    return str(await redis.incr("requests"))
+
+assert app.test_client().get("/").text == "1"
+app.extensions["redis"]["REDIS"].close()
+dropped = weakref.ref(app)
+del app, redis, view
+gc.collect()
+sys.exit(0 if dropped() is None else 1)
+"""
+
+
+def test_a_closed_app_is_not_kept_by_the_views_loop_it_started(
+    server: RedisServer,
+) -> None:
+    # In a process of its own, where its first async view starts the loop.
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", DROPPED_APP, server.url()],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert (done.returncode, done.stderr) == (0, "")
     assert server.wait_for_connected_clients(0) == 0
 
 
