@@ -2551,7 +2551,8 @@ def _views_loop() -> asyncio.AbstractEventLoop:
                 loop.run_until_complete(loop.shutdown_asyncgens())  # the clients
                 loop.close()
 
-            thread = threading.Thread(target=serve, name="flask_and_redis: async views")
+            # (Not "flask_and_redis: …", the name of the failover watchers.)
+            thread = threading.Thread(target=serve, name="flask_and_redis async views")
             thread.daemon = True
             thread.start()
             atexit.register(_stop_views_loop, loop, thread)

@@ -35,16 +35,12 @@ MakeApp = Callable[..., Flask]
 RecordTiming = Callable[[str, float], None]
 
 ASYNC = "redis.asyncio.Redis"
+WATCHER_THREAD = "flask_and_redis: "  # the start of a failover watcher's name
 _WATCH_INTERVAL = 0.25  # how often a watcher checks whether to stop
 
 
 def watcher_threads() -> list[threading.Thread]:
-    # "flask_and_redis: mymaster from 127.0.0.1:26379"
-    return [
-        thread
-        for thread in threading.enumerate()
-        if thread.name.startswith("flask_and_redis: ") and " from " in thread.name
-    ]
+    return [t for t in threading.enumerate() if t.name.startswith(WATCHER_THREAD)]
 
 
 @pytest.fixture
