@@ -22,7 +22,7 @@ from pathlib import Path
 from . import report
 from servers import RedisServer, free_port
 
-SECTIONS = ("dispatch", "round-trips", "app", "hiredis")
+SECTIONS = ("dispatch", "round-trips", "app", "hiredis", "async-views")
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return max(1, round(calls * arguments.scale))
 
     # The sections import flask-redis: only now that it is known to be there.
-    from . import app_load, dispatch, round_trips
+    from . import app_load, async_views, dispatch, round_trips
 
     socket_dir = tempfile.mkdtemp(prefix="flask-and-redis-benchmark-")
     results: dict[str, object] = {}
@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"hiredis: {arguments.rounds} rounds of {calls} calls")
                 results["hiredis"] = round_trips.run_hiredis(
                     transports, arguments.rounds, calls
+                )
+            if "async-views" in arguments.sections:
+                requests = scaled(100)
+                progress(f"async views: {arguments.rounds} rounds of 4 x {requests}")
+                results["async-views"] = async_views.run(
+                    transports[0].url, arguments.rounds, requests, arguments.scale
                 )
             if "app" in arguments.sections:
                 progress(

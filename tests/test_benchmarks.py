@@ -15,7 +15,13 @@ import docutils.core
 import docutils.utils
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["Dispatch, no network", "Round trips", "A Flask app under load", "hiredis"]
+SECTIONS = [
+    "Dispatch, no network",
+    "Round trips",
+    "A Flask app under load",
+    "hiredis",
+    "Async views",
+]
 
 
 def run_benchmarks(*arguments: str) -> subprocess.CompletedProcess[str]:
@@ -40,15 +46,16 @@ def test_every_section_runs_and_reports_every_target() -> None:
     result = run_benchmarks("--check")
     report = result.stdout
 
-    assert result.stderr.count("[benchmarks") == 4, result.stderr
+    assert result.stderr.count("[benchmarks") == 5, result.stderr
     for heading in [*SECTIONS, "Targets"]:
         assert f"\n{heading}\n" in report
     for field in ("CPU", "Python", "Packages", "Server", "Command"):
         assert f":{field}: " in report
     assert ":Command: ``python -m benchmarks --smoke --check``" in report
     targets = report.split("\nTargets\n")[1]
-    # 3 dispatch targets, 2 transports x 3 round trips, 1 app throughput.
-    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 10
+    # 3 dispatch targets, 2 transports x 3 round trips, 1 app throughput, 3
+    # of async views.
+    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 13
     assert result.returncode == (1 if "MISSED" in targets else 0), result.stderr
     parse_rest(report)
 
