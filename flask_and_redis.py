@@ -2401,6 +2401,10 @@ class LoopLocalClient(_Binding):
         if isinstance(self.settings, SentinelSettings):
             manager = client.connection_pool.sentinel_manager
             replica = _sentinel_client(self.settings, False, sentinel_manager=manager)
+        pools = [getattr(built, "connection_pool", None) for built in (client, replica)]
+        for pool in pools if sys.version_info[:2] == (3, 11) else ():
+            if pool is not None:  # (a cluster's nodes have pools of their own)
+                pool.connection_class = _timed_writes(pool.connection_class)
         closer = self._close_at_shutdown(loop)
         # Take the closer to its yield now: that registers it with the running
         # loop, whose shutdown_asyncgens() closes it -- running its finally,
@@ -2446,6 +2450,37 @@ class LoopLocalClient(_Binding):
             f" {_class_name(settings.client_class)} to {settings.url},"
             f" clients in {len(self._clients)} event loops>"
         )
+
+
+@functools.cache
+def _timed_writes(connection_class: type[t.Any]) -> type[t.Any]:
+    """*connection_class*, a redis.asyncio connection class, made to wait
+    for a write under ``asyncio.timeout()`` on Python 3.11, as 3.12's
+    ``asyncio.wait_for()`` does: redis.asyncio writes under ``wait_for()``,
+    which on 3.11 makes a task for each command (see :doc:`performance`)."""
+
+    class TimedWrites(connection_class):  # type: ignore[misc]
+        socket_timeout: float | None
+
+        async def send_packed_command(
+            self, command: t.Any, check_health: bool = True
+        ) -> None:
+            timeout, send = self.socket_timeout, super().send_packed_command
+            if not timeout or not self.is_connected:  # connecting has its own
+                return await send(command, check_health)  # type: ignore[no-any-return]
+            self.socket_timeout = None  # for the write: no wait_for()
+            try:
+                async with asyncio.timeout(timeout):  # type: ignore[attr-defined,unused-ignore]
+                    await send(command, check_health)
+            except TimeoutError:  # asyncio's; redis-py's is no OSError
+                raise importlib.import_module("redis.exceptions").TimeoutError(
+                    "Timeout writing to socket"
+                ) from None
+            finally:
+                self.socket_timeout = timeout
+
+    TimedWrites.__qualname__ = f"TimedWrites{connection_class.__name__}"
+    return TimedWrites
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

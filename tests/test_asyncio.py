@@ -449,6 +449,36 @@ def test_a_pubsub_left_open_is_closed_with_its_loop(
     assert server.wait_for_connected_clients(0) == 0
 
 
+def test_a_write_that_does_not_end_times_out_and_closes_its_connection(
+    make_app: MakeApp, server: RedisServer
+) -> None:
+    # On Python 3.11 the extension times writes itself (see _timed_writes).
+    app = async_app(make_app, server, REDIS_SOCKET_TIMEOUT=0.2)
+    redis = Redis(app)
+
+    async def stalled(*args: Any) -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> float:
+        pool = redis.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_command("PING")
+            assert await connection.read_response() in (b"PONG", "PONG", True)
+            connection._writer.drain = stalled  # a server that reads no more
+            started = time.monotonic()
+            with pytest.raises(redis_py.TimeoutError, match="Timeout writing"):
+                await connection.send_command("PING")
+            assert not connection.is_connected
+            return time.monotonic() - started
+        finally:
+            await pool.release(connection)
+
+    with app.app_context():
+        assert asyncio.run(main()) < 1.0
+    assert server.wait_for_connected_clients(0) == 0
+
+
 # -- Flask async views ---------------------------------------------------------------
 
 
