@@ -2401,10 +2401,11 @@ class LoopLocalClient(_Binding):
         if isinstance(self.settings, SentinelSettings):
             manager = client.connection_pool.sentinel_manager
             replica = _sentinel_client(self.settings, False, sentinel_manager=manager)
-        pools = [getattr(built, "connection_pool", None) for built in (client, replica)]
-        for pool in pools if sys.version_info[:2] == (3, 11) else ():
-            if pool is not None:  # (a cluster's nodes have pools of their own)
-                pool.connection_class = _timed_writes(pool.connection_class)
+        if sys.version_info[:2] == (3, 11):  # see _timed_writes
+            for built in (client, replica):
+                pool = getattr(built, "connection_pool", None)  # (not a cluster's)
+                if pool is not None:
+                    pool.connection_class = _timed_writes(pool.connection_class)
         closer = self._close_at_shutdown(loop)
         # Take the closer to its yield now: that registers it with the running
         # loop, whose shutdown_asyncgens() closes it -- running its finally,
@@ -2479,7 +2480,6 @@ def _timed_writes(connection_class: type[t.Any]) -> type[t.Any]:
             finally:
                 self.socket_timeout = timeout
 
-    TimedWrites.__qualname__ = f"TimedWrites{connection_class.__name__}"
     return TimedWrites
 
 
