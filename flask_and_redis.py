@@ -2106,19 +2106,30 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
 
     class ReconnectingConnection(Connection):  # type: ignore[misc]
         """Asks the sentinels where to connect (the master, or a replica)
-        whenever it reconnects: redis-py 6 and later reconnect a connection
-        that a failed command closed to the address it had, so a command
-        retried after its master died would be retried against the dead master
-        until its retries ran out. (redis.asyncio's connections ask.)"""
+        whenever it reconnects: redis-py 6 and later, sync and asyncio,
+        reconnect a connection that a failed command closed to the address it
+        had, so a command retried after its master died would be retried
+        against the dead master until its retries ran out. One attempt that
+        asks: the command's own retry is around the call, and connect() would
+        nest a second one."""
 
-        def send_packed_command(
-            self, command: t.Any, check_health: bool = True
-        ) -> None:
-            if not getattr(self, "_sock", True):
-                # One attempt that asks the sentinels: the command's own retry
-                # is around this call, and connect() would nest a second one.
-                (getattr(self, "_connect_retry", None) or self.connect)()
-            super().send_packed_command(command, check_health)
+        if asynchronous:
+
+            async def send_packed_command(
+                self, command: t.Any, check_health: bool = True
+            ) -> None:
+                if not self.is_connected:
+                    await self._connect_retry()
+                await super().send_packed_command(command, check_health)
+
+        else:
+
+            def send_packed_command(  # type: ignore[misc]
+                self, command: t.Any, check_health: bool = True
+            ) -> None:
+                if not getattr(self, "_sock", True):
+                    (getattr(self, "_connect_retry", None) or self.connect)()
+                super().send_packed_command(command, check_health)
 
     class ReconnectingSSLConnection(ReconnectingConnection, SSLConnection):  # type: ignore[misc]
         pass
@@ -2135,12 +2146,12 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             follow_failovers: bool = True,
             **kwargs: t.Any,
         ) -> None:
-            if not asynchronous:
-                ssl = kwargs.get("ssl")
-                kwargs.setdefault(
-                    "connection_class",
-                    ReconnectingSSLConnection if ssl else ReconnectingConnection,
-                )
+            kwargs.setdefault(
+                "connection_class",
+                ReconnectingSSLConnection
+                if kwargs.get("ssl")
+                else ReconnectingConnection,
+            )
             self.watcher = None
             if follow_failovers and kwargs.get("is_master", True):
                 self.watcher = _FailoverWatcher(self, sentinel_manager, service_name)

@@ -524,7 +524,7 @@ def test_sequential_requests_reuse_one_connection_until_closed(
     assert len({reply["loop"] for reply in replies}) == 1
     # Counting the connection of received() itself.
     assert received(server) - before <= 10
-    assert server.connected_clients() == 1
+    assert server.wait_for_connected_clients(1) == 1
     close(app)
     assert server.wait_for_connected_clients(0) == 0
     assert "clients in 0 event loops" in repr(app.extensions["redis"]["REDIS"])
@@ -611,7 +611,7 @@ def test_async_hooks_and_views_run_in_one_loop(
     assert [client.get("/").text for _ in range(3)] == ["1", "2", "3"]
     assert len(loops) == 6
     assert len(set(loops)) == 1
-    assert server.connected_clients() == 1
+    assert server.wait_for_connected_clients(1) == 1
     close(app)
     assert server.wait_for_connected_clients(0) == 0
 
@@ -793,7 +793,7 @@ def test_a_pubsub_a_view_left_open_is_not_seen_by_other_requests(
     replies = [client.get("/").json for _ in range(5)]
 
     assert replies == [{"subscribers": 1, "ping": True, "echo": "mine"}] * 5
-    assert server.connected_clients() == 2  # the pub/sub's and the pool's
+    assert server.wait_for_connected_clients(2) == 2  # the pub/sub's and the pool's
     close(app)  # closes the pub/sub's connection too
     assert server.wait_for_connected_clients(0) == 0
 
@@ -953,7 +953,7 @@ def test_a_sync_and_an_async_prefix_side_by_side(
     with app.app_context():
         assert redis.connection.get("async") is None  # another database
     # Each keeps one pooled connection; closing the async one leaves the other.
-    assert server.connected_clients() == 2
+    assert server.wait_for_connected_clients(2) == 2
     close(app, "ASYNC_REDIS")
     assert server.wait_for_connected_clients(1) == 1
 

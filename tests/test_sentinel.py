@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis as redis_py
 from flask import Flask, request
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
@@ -336,6 +337,46 @@ def test_a_write_retried_after_its_master_died_reaches_the_announced_master(
             assert write.result(timeout=30) is True
     finally:
         client.close()
+    with new_master.client() as new:
+        assert new.get("key") == b"new"
+
+
+def test_an_asyncio_write_retried_after_its_master_died_reaches_the_new_one(
+    server_factory: Callable[..., RedisServer],
+) -> None:
+    # As for sync clients: redis.asyncio 6 and later reconnect a connection
+    # that a failed command closed to the address it had.
+    old_master, new_master = server_factory(), server_factory()
+    # Nothing listens on port 1: the announcements say where the master is.
+    client = settings(
+        REDIS_URL="redis+sentinel://127.0.0.1:1/mymaster",
+        REDIS_CLASS=ASYNC,
+        REDIS_RETRY=AsyncRetry(NoBackoff(), 2),
+        REDIS_RETRY_ON_ERROR=[redis_py.ConnectionError],  # for redis-py 5
+    ).create_client()
+    sentinel_manager = client.connection_pool.sentinel_manager
+
+    async def main() -> None:
+        sentinel_manager.announce("mymaster", old_master.address)
+        await client.set("key", "old")
+        with old_master.client() as admin:
+            # The next write waits on the old master, which dies after a
+            # new master is announced.
+            admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            write = asyncio.ensure_future(client.set("key", "new"))
+            while not any("b" in entry["flags"] for entry in admin.client_list()):
+                await asyncio.sleep(0.005)
+            sentinel_manager.announce("mymaster", new_master.address)
+            old_master.kill()
+            assert await asyncio.wait_for(write, 30) is True
+
+    async def closing() -> None:
+        try:
+            await main()
+        finally:
+            await client.aclose()
+
+    asyncio.run(closing())
     with new_master.client() as new:
         assert new.get("key") == b"new"
 
