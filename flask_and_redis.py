@@ -29,12 +29,15 @@ Cluster; 7. building clients; 8. following Sentinel failovers; 9. asyncio;
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
+import concurrent.futures
 import contextvars
 import copy
 import dataclasses
 import difflib
 import functools
+import importlib
 import inspect
 import ipaddress
 import logging
@@ -244,6 +247,12 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         app.extensions.setdefault("redis", _Clients()).bindings[prefix] = binding
         if "redis" not in app.cli.commands:  # a command of the app's own wins
             app.cli.add_command(cli)
+        hook = getattr(getattr(app, "async_to_sync", None), "__func__", None)
+        if settings.is_asyncio and hook is Flask.async_to_sync:
+            # One event loop for the app's async views (see _run_in_views_loop),
+            # unless the app has an async_to_sync of its own (Quart has none);
+            # ``del app.async_to_sync`` is Flask's way back.
+            app.async_to_sync = functools.partial(_run_in_views_loop, app)  # type: ignore[method-assign]
         name = _class_name(settings.client_class)
         logger.debug("%s on app %r: %s to %s", prefix, app.name, name, settings.url)
 
@@ -467,8 +476,8 @@ def _bind(settings: ClientSettings) -> _Binding:
     """What serves one app and prefix: its client, a cluster client built on
     first use, or for an asyncio client class a client per event loop. Makes
     no connection; a value that redis-py refuses is a ConfigurationError."""
-    if isinstance(settings, ClusterSettings):  # it would connect
-        _expose_attributes(settings.client_class)
+    if isinstance(settings, ClusterSettings) and not settings.is_asyncio:
+        _expose_attributes(settings.client_class)  # (it connects as it is built)
         return _BuiltOnFirstUse(settings)
     try:
         # Built for asyncio too, where each event loop builds its own: so
@@ -678,11 +687,13 @@ class ClusterSettings(ClientSettings):
         return f"{self._scheme('+cluster')}://{userinfo}{hosts}"
 
     def create_client(self) -> t.Any:
-        """Build the client. Unlike other clients, a cluster client connects
-        here: it asks the startup nodes which node serves which keys."""
-        from redis.cluster import ClusterNode
-
-        nodes = [ClusterNode(host, port) for host, port in self.nodes]  # type: ignore[no-untyped-call]
+        """Build the client. Unlike other clients, a sync cluster client
+        connects here: it asks the startup nodes which node serves which keys.
+        An asyncio one asks at its first command."""
+        cluster = importlib.import_module(
+            f"redis{'.asyncio' * self.is_asyncio}.cluster"
+        )
+        nodes = [cluster.ClusterNode(host, port) for host, port in self.nodes]
         client = self.client_class(startup_nodes=nodes, **self.kwargs)
         retry = _at_most_once(getattr(client, "retry", None))
         if retry is not None and "retry" not in self.kwargs:  # the client's own
@@ -832,7 +843,8 @@ def client_settings_from_config(
         config, prefix, url, defaults or {}, named, keywords, client_class
     )
     _check_tls(kwargs, sources, url, prefix)
-    if kwargs.get("single_connection_client") and _is_redis_class(client_class):
+    sync = _is_subclass(client_class, "redis.client", "Redis")
+    if kwargs.get("single_connection_client") and sync:
         # redis.Redis connects its single connection as it is built.
         raise ConfigurationError(
             _place(sources["single_connection_client"], "single_connection_client"),
@@ -1580,14 +1592,19 @@ def _client_class_and_topology(
             f"False, but {cluster} configures a Redis Cluster; set it to True, or"
             " remove it.",
         )
-    if cluster is not None and client_class is not None:
-        if not _is_cluster_class(client_class):
+    if cluster is not None and not _is_cluster_class(client_class):
+        # redis.Redis or redis.asyncio.Redis says which cluster client it is.
+        clusters = {"redis.Redis": "cluster", "redis.asyncio.Redis": "asyncio.cluster"}
+        if client_class is not None and _class_name(client_class) not in clusters:
             raise ConfigurationError(
                 class_key,
-                f"{_class_name(client_class)} is not redis.cluster.RedisCluster or a"
-                f" subclass of it, which {cluster} needs (asyncio cluster clients"
-                f" are not supported); leave {key('CLASS')} unset, or name one.",
+                f"{_class_name(client_class)} is not a cluster client class, which"
+                f" {cluster} needs; leave {key('CLASS')} unset, or name"
+                " redis.cluster.RedisCluster, redis.asyncio.RedisCluster (or a"
+                " subclass), redis.Redis or redis.asyncio.Redis.",
             )
+        module = clusters[_class_name(client_class or _default_client_class())]
+        client_class = importlib.import_module(f"redis.{module}").RedisCluster
     if sentinel is not None and url is not None and url.topology is None:
         raise ConfigurationError(
             key("URL"),
@@ -1600,24 +1617,23 @@ def _client_class_and_topology(
         if not _is_redis_class(client_class):
             raise ConfigurationError(
                 class_key,
-                f"{_class_name(client_class)} is not redis.Redis or a subclass of"
-                f" it, which Sentinel ({sentinel}) needs; asyncio clients are not"
-                " supported with Sentinel.",
+                f"{_class_name(client_class)} is not redis.Redis, redis.asyncio.Redis"
+                f" or a subclass of one, which Sentinel ({sentinel}) needs.",
             )
     topology = "cluster" if cluster else "sentinel" if sentinel else "server"
-    return client_class or _default_client_class(topology == "cluster"), topology
+    return client_class or _default_client_class(), topology
 
 
-def _default_client_class(cluster: bool = False) -> type[t.Any]:
+def _default_client_class() -> type[t.Any]:
     try:
-        import redis.cluster
+        import redis
     except ImportError:
         raise ImportError(
             "Flask-And-Redis needs redis-py for its default client class: install"
             " it with 'pip install redis', or configure a client class of your"
             " own (REDIS_CLASS, or Redis.from_custom_provider)."
         ) from None
-    return redis.cluster.RedisCluster if cluster else redis.Redis
+    return redis.Redis
 
 
 def _resolve_class(
@@ -1671,11 +1687,15 @@ def _is_subclass(client_class: object, module: str, name: str) -> bool:
 
 
 def _is_redis_class(client_class: object) -> bool:
-    return _is_subclass(client_class, "redis.client", "Redis")
+    return _is_subclass(client_class, "redis.client", "Redis") or _is_subclass(
+        client_class, "redis.asyncio.client", "Redis"
+    )
 
 
 def _is_cluster_class(client_class: object) -> bool:
-    return _is_subclass(client_class, "redis.cluster", "RedisCluster")
+    return _is_subclass(client_class, "redis.cluster", "RedisCluster") or _is_subclass(
+        client_class, "redis.asyncio.cluster", "RedisCluster"
+    )
 
 
 def _keywords(
@@ -1711,7 +1731,7 @@ def _keywords(
         if not takes_any:
             break
     if topology == "cluster":
-        if takes_any and _is_cluster_class(client_class):
+        if takes_any and _is_subclass(client_class, "redis.cluster", "RedisCluster"):
             allowed = sys.modules["redis.cluster"].REDIS_ALLOWED_KEYS
             for name, default in _keywords(_default_client_class())[0].items():
                 if name in allowed:
@@ -2039,9 +2059,12 @@ def _sentinel_client(
     a manager of its own); with *follow_failovers*, a master's pool also
     listens for failovers (see :class:`_FailoverWatcher`), which a
     short-lived client, such as the ``flask redis`` command's, does without."""
-    pool_class, sentinel_class = _sentinel_classes()
+    pool_class, sentinel_class = _sentinel_classes(settings.is_asyncio)
     if sentinel_manager is None:
         sentinel_kwargs = dict(settings.sentinel_kwargs)
+        if settings.is_asyncio and sentinel_kwargs.get("retry") == _no_retries():
+            retry_class = importlib.import_module("redis.asyncio.retry").Retry
+            sentinel_kwargs["retry"] = _no_retries(retry_class)  # its asyncio twin
         sentinel_manager = sentinel_class(
             settings.sentinels, sentinel_kwargs=sentinel_kwargs
         )
@@ -2079,18 +2102,17 @@ _WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
 
 
 @functools.cache
-def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
-    """redis-py's Sentinel pool and Sentinel client, made to follow failovers
-    (see :class:`_FailoverWatcher`). Made on first use: the module imports
-    without redis-py."""
-    from redis.sentinel import (
-        Sentinel,
-        SentinelConnectionPool,
-        SentinelManagedConnection,
-        SentinelManagedSSLConnection,
-    )
+def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.Any]]:
+    """redis-py's Sentinel pool and Sentinel client (or redis.asyncio's), made
+    to follow failovers (see :class:`_FailoverWatcher`). Made on first use:
+    the module imports without redis-py."""
+    module = importlib.import_module(f"redis{'.asyncio' * asynchronous}.sentinel")
+    Sentinel: t.Any = module.Sentinel
+    Pool: t.Any = module.SentinelConnectionPool
+    Connection: t.Any = module.SentinelManagedConnection
+    SSLConnection: t.Any = module.SentinelManagedSSLConnection
 
-    class FollowingSentinel(Sentinel):
+    class FollowingSentinel(Sentinel):  # type: ignore[misc]
         """Asks the sentinels where the master is, unless one has just
         announced a new master: then the ones that have not heard of it yet
         are not asked."""
@@ -2098,7 +2120,7 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
         def __init__(
             self, sentinels: t.Sequence[tuple[str, int]], **kwargs: t.Any
         ) -> None:
-            super().__init__(sentinels, **kwargs)  # type: ignore[no-untyped-call]
+            super().__init__(sentinels, **kwargs)
             self.addresses = list(sentinels)
             # service name -> (announced master, until when it is trusted)
             self.announcements: dict[str, tuple[tuple[str, int], float]] = {}
@@ -2118,32 +2140,41 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
 
         def discover_master(self, service_name: str) -> t.Any:
             announced = self.announcements.get(service_name)
-            if announced is not None and time.monotonic() < announced[1]:
-                return announced[0]
-            return super().discover_master(service_name)  # type: ignore[no-untyped-call]
+            if announced is None or time.monotonic() >= announced[1]:
+                return super().discover_master(service_name)
+            return _awaitable(announced[0]) if asynchronous else announced[0]
 
-    class ReconnectingConnection(SentinelManagedConnection):
+    class ReconnectingConnection(Connection):  # type: ignore[misc]
         """Asks the sentinels where to connect (the master, or a replica)
-        whenever it reconnects: redis-py 6 and later reconnect a connection
-        that a failed command closed to the address it had, so a command
-        retried after its master died would be retried against the dead master
-        until its retries ran out."""
+        whenever it reconnects: redis-py 6 and later, sync and asyncio,
+        reconnect a connection that a failed command closed to the address it
+        had, so a command retried after its master died would be retried
+        against the dead master until its retries ran out. One attempt that
+        asks: the command's own retry is around the call, and connect() would
+        nest a second one."""
 
-        def send_packed_command(
-            self, command: t.Any, check_health: bool = True
-        ) -> None:
-            if not getattr(self, "_sock", True):
-                # One attempt that asks the sentinels: the command's own retry
-                # is around this call, and connect() would nest a second one.
-                getattr(self, "_connect_retry", self.connect)()
-            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+        if asynchronous:
 
-    class ReconnectingSSLConnection(
-        ReconnectingConnection, SentinelManagedSSLConnection
-    ):
+            async def send_packed_command(
+                self, command: t.Any, check_health: bool = True
+            ) -> None:
+                if not self.is_connected:
+                    await self._connect_retry()
+                await super().send_packed_command(command, check_health)
+
+        else:
+
+            def send_packed_command(  # type: ignore[misc]
+                self, command: t.Any, check_health: bool = True
+            ) -> None:
+                if not getattr(self, "_sock", True):
+                    (getattr(self, "_connect_retry", None) or self.connect)()
+                super().send_packed_command(command, check_health)
+
+    class ReconnectingSSLConnection(ReconnectingConnection, SSLConnection):  # type: ignore[misc]
         pass
 
-    class FollowingSentinelPool(SentinelConnectionPool):
+    class FollowingSentinelPool(Pool):  # type: ignore[misc]
         """A master's pool follows failovers from its first connection in
         each process until it is closed, unless made with *follow_failovers*
         false; closing it also closes its connections to the sentinels."""
@@ -2164,22 +2195,48 @@ def _sentinel_classes() -> tuple[type[t.Any], type[t.Any]]:
             self.watcher = None
             if follow_failovers and kwargs.get("is_master", True):
                 self.watcher = _FailoverWatcher(self, sentinel_manager, service_name)
-            super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+            super().__init__(service_name, sentinel_manager, **kwargs)
 
         def get_connection(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
             if self.watcher is not None:
                 self.watcher.start()
-            return super().get_connection(*args, **kwargs)
+            return super().get_connection(*args, **kwargs)  # awaitable with asyncio
 
-        def disconnect(self, inuse_connections: bool = True) -> None:
-            if inuse_connections:  # closing, not just dropping idle connections
-                if self.watcher is not None:
-                    self.watcher.stop()
-                for sentinel in self.sentinel_manager.sentinels:
+        if asynchronous:
+
+            async def release(self, connection: t.Any) -> None:
+                # A connection busy as the master changed goes on to the old
+                # one, unless closed here: redis.asyncio's pool keeps it
+                # (redis-py's closes it, as owns_connection() says).
+                address = (connection.host, connection.port)
+                if self.is_master and address != self.master_address:
+                    await connection.disconnect()
+                await super().release(connection)
+
+        def disconnect(self, inuse_connections: bool = True) -> t.Any:
+            disconnected = super().disconnect(inuse_connections)
+            if not inuse_connections:  # just the idle connections
+                return disconnected
+            if self.watcher is not None:
+                self.watcher.stop()
+            sentinels = self.sentinel_manager.sentinels
+            if not asynchronous:
+                for sentinel in sentinels:
                     sentinel.close()
-            super().disconnect(inuse_connections)
+                return disconnected
+
+            async def closing() -> None:
+                await disconnected
+                for sentinel in sentinels:
+                    await sentinel.aclose()
+
+            return closing()
 
     return FollowingSentinelPool, FollowingSentinel
+
+
+async def _awaitable(value: t.Any) -> t.Any:
+    return value
 
 
 class _FailoverWatcher:
@@ -2190,7 +2247,8 @@ class _FailoverWatcher:
 
     A daemon thread per sentinel listens for ``+switch-master``; on news of
     our master, the pool learns the new address, closes its idle connections
-    and its busy ones as they come back. The pool starts it on its first
+    and its busy ones as they come back; an asyncio pool does so in its event
+    loop, the loop of its first connection. The pool starts it on its first
     connection in each process (a forked worker starts its own), and stops it
     when it is closed.
     """
@@ -2209,6 +2267,12 @@ class _FailoverWatcher:
             if self._pid == os.getpid():
                 return
             self._pid, self._stopping = os.getpid(), threading.Event()
+            try:  # an asyncio pool's: its loop runs what it is told
+                self._loop: asyncio.AbstractEventLoop | None = (
+                    asyncio.get_running_loop()
+                )
+            except RuntimeError:
+                self._loop = None
             for host, port in self._sentinel_manager.addresses:
                 threading.Thread(
                     target=self._follow,
@@ -2268,7 +2332,11 @@ class _FailoverWatcher:
                 if self._sentinel_manager.announce(self._service_name, address):
                     # The pool asks, and gets the announced address; as it
                     # changed, it closes its idle connections, busy ones on release.
-                    pool.get_master_address()
+                    if self._loop is None:
+                        pool.get_master_address()
+                    elif not self._loop.is_closed():  # asyncio: in the pool's loop
+                        asked = pool.get_master_address()
+                        asyncio.run_coroutine_threadsafe(asked, self._loop)
                     logger.info(
                         "The sentinels announce a new master for %r: %s:%s",
                         self._service_name,
@@ -2281,19 +2349,24 @@ class _FailoverWatcher:
 
 # == 9. asyncio: a client per event loop ========================================
 
+# An event loop's client, its replica client (or None), and its closer.
+_LoopClients = tuple[t.Any, t.Any, t.AsyncGenerator[None, None]]
+
 
 class LoopLocalClient(_Binding):
     """The asyncio client of one app and prefix: one client per event loop.
 
     An asyncio client's connections belong to the event loop that opened
-    them, and Flask runs each ``async def`` view in a new event loop that it
-    closes when the view returns. So for an asyncio client class
-    (``<prefix>_CLASS = "redis.asyncio.Redis"``) every event loop gets a
-    client of its own, built from the same :class:`ClientSettings` on first
-    use in that loop, reused for as long as the loop runs, and closed, with
-    its connections, when the loop shuts down (``loop.shutdown_asyncgens()``,
-    which ``asyncio.run()`` calls). The client of a loop closed without
-    shutting down is dropped, unclosed, when the next loop's client is built.
+    them. So for an asyncio client class (``<prefix>_CLASS =
+    "redis.asyncio.Redis"``) every event loop gets a client of its own (and,
+    with Sentinel, a replica client), built from the same
+    :class:`ClientSettings` on first use in that loop, reused for as long as
+    the loop runs, and closed, with its connections, when the loop shuts down
+    (``loop.shutdown_asyncgens()``, which ``asyncio.run()`` calls). The client
+    of a loop closed without shutting down is dropped, unclosed, when the next
+    loop's client is built. Flask's async views all run in one loop, which
+    runs until the process exits (see :doc:`async`), so their connections are
+    reused; :meth:`close` closes its clients sooner.
 
     It stands in ``app.extensions["redis"][prefix]`` where a sync prefix
     has its client, and hands attribute lookups on to the running loop's
@@ -2302,18 +2375,15 @@ class LoopLocalClient(_Binding):
     :param settings: what every loop's client is built from.
     """
 
-    __slots__ = ("_clients", "_closers")
+    __slots__ = ("_clients",)
 
     def __init__(self, settings: ClientSettings) -> None:
         #: The settings each loop's client is built from.
-        self.settings, self.replica = settings, None
-        # Plain dicts: weak keys would not let a loop go, since the values
-        # refer to it. Both entries leave when the loop shuts down, or once it
-        # is found closed without shutting down.
-        self._clients: dict[asyncio.AbstractEventLoop, t.Any] = {}
-        self._closers: dict[
-            asyncio.AbstractEventLoop, t.AsyncGenerator[None, None]
-        ] = {}
+        self.settings = settings
+        # A plain dict: weak keys would not let a loop go, since the values
+        # refer to it. An entry leaves when its loop shuts down, or once the
+        # loop is found closed without shutting down.
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 
     @property
     def client(self) -> t.Any:
@@ -2321,25 +2391,53 @@ class LoopLocalClient(_Binding):
 
         :raise RuntimeError: no event loop is running in this thread.
         """
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        return self._loop_clients()[0]
+
+    @property
+    def replica(self) -> t.Any:
+        """With Sentinel, the running event loop's replica client."""
+        return self._loop_clients()[1]
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the clients of the event loops that are running, each in its
+        loop, and wait for them up to *timeout* seconds. The loop of Flask's
+        async views runs until the process exits, and its clients with it: a
+        test suite that drops its apps closes them with this. (A dropped
+        app's are not closed by the garbage collector: the callbacks of
+        asyncio connections hold the context they were opened in, and with
+        it the app.) The running loop's client is closed once the caller
+        gives the loop back, unwaited for; that of a loop not running, when
+        the loop shuts down.
+
+        .. versionadded:: 2.0
+        """
+        running, closing = _running_loop(), []
+        for loop, (*_, closer) in list(self._clients.items()):
+            if loop.is_running():
+                closed = asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
+                if loop is not running:  # which cannot close it while we wait
+                    closing.append(closed)
+        concurrent.futures.wait(closing, timeout)
+
+    def _loop_clients(self) -> _LoopClients:
+        loop = _running_loop()
+        if loop is None:
             raise RuntimeError(
                 f"{self.settings.prefix} has an asyncio client class"
                 f" ({_class_name(self.settings.client_class)}), whose clients"
                 " belong to an event loop, and no event loop is running here. Use"
                 " it in an async view or a coroutine ('await redis.get(...)'); for"
                 " sync code, configure another prefix with a sync client class."
-            ) from None
-        client = self._clients.get(loop)
-        return client if client is not None else self._open(loop)
+            )
+        clients = self._clients.get(loop)
+        return clients if clients is not None else self._open(loop)
 
-    def _open(self, loop: asyncio.AbstractEventLoop) -> t.Any:
-        for closed in [closed for closed in self._clients if closed.is_closed()]:
+    def _open(self, loop: asyncio.AbstractEventLoop) -> _LoopClients:
+        for closed in [closed for closed in list(self._clients) if closed.is_closed()]:
             # Closed without shutdown_asyncgens(), so its client could not be
             # closed: closing asyncio transports needs their loop. Let go of
             # it for the garbage collector, rather than keep it for good.
-            del self._clients[closed], self._closers[closed]
+            self._clients.pop(closed, None)
             logger.warning(
                 "%s: event loop %#x was closed without loop.shutdown_asyncgens(),"
                 " so its client could not be closed; the client is dropped and its"
@@ -2350,30 +2448,40 @@ class LoopLocalClient(_Binding):
                 id(closed),
             )
         client = self.settings.create_client()
-        closer = self._close_at_shutdown(loop, client)
+        replica = None
+        if isinstance(self.settings, SentinelSettings):
+            manager = client.connection_pool.sentinel_manager
+            replica = _sentinel_client(self.settings, False, sentinel_manager=manager)
+        if sys.version_info[:2] == (3, 11):  # see _timed_writes
+            for built in (client, replica):
+                pool = getattr(built, "connection_pool", None)  # (not a cluster's)
+                if pool is not None:
+                    pool.connection_class = _timed_writes(pool.connection_class)
+        closer = self._close_at_shutdown(loop)
         # Take the closer to its yield now: that registers it with the running
         # loop, whose shutdown_asyncgens() closes it -- running its finally,
         # which can still await -- before the loop is closed. asyncio.run(),
-        # asgiref (Flask's async views), Quart and Hypercorn call it.
+        # asgiref, Quart and Hypercorn call it.
         try:
             closer.asend(None).send(None)
         except StopIteration:
             pass
-        self._clients[loop], self._closers[loop] = client, closer
+        self._clients[loop] = clients = (client, replica, closer)
         _expose_attributes(client, own_only=True)
         logger.debug(
             "%s: new client for event loop %#x", self.settings.prefix, id(loop)
         )
-        return client
+        return clients
 
     async def _close_at_shutdown(
-        self, loop: asyncio.AbstractEventLoop, client: t.Any
+        self, loop: asyncio.AbstractEventLoop
     ) -> t.AsyncGenerator[None, None]:
         try:
             yield
         finally:
-            del self._clients[loop], self._closers[loop]
-            await client.aclose()
+            client, replica, _ = self._clients.pop(loop)
+            for opened in (replica, client) if replica is not None else (client,):
+                await opened.aclose()
             logger.debug(
                 "%s: closed the client of event loop %#x",
                 self.settings.prefix,
@@ -2394,6 +2502,153 @@ class LoopLocalClient(_Binding):
             f" {_class_name(settings.client_class)} to {settings.url},"
             f" clients in {len(self._clients)} event loops>"
         )
+
+
+@functools.cache
+def _timed_writes(connection_class: type[t.Any]) -> type[t.Any]:
+    """*connection_class*, a redis.asyncio connection class, made to wait
+    for a write under ``asyncio.timeout()`` on Python 3.11, as 3.12's
+    ``asyncio.wait_for()`` does: redis.asyncio writes under ``wait_for()``,
+    which on 3.11 makes a task for each command (see :doc:`performance`)."""
+
+    class TimedWrites(connection_class):  # type: ignore[misc]
+        socket_timeout: float | None
+
+        async def send_packed_command(
+            self, command: t.Any, check_health: bool = True
+        ) -> None:
+            timeout, send = self.socket_timeout, super().send_packed_command
+            if not timeout or not self.is_connected:  # connecting has its own
+                return await send(command, check_health)  # type: ignore[no-any-return]
+            self.socket_timeout = None  # for the write: no wait_for()
+            try:
+                async with asyncio.timeout(timeout):  # type: ignore[attr-defined,unused-ignore]
+                    await send(command, check_health)
+            except TimeoutError:  # asyncio's; redis-py's is no OSError
+                raise importlib.import_module("redis.exceptions").TimeoutError(
+                    "Timeout writing to socket"
+                ) from None
+            finally:
+                self.socket_timeout = timeout
+
+    return TimedWrites
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _run_in_views_loop(
+    app: Flask, function: Callable[..., t.Any]
+) -> Callable[..., t.Any]:
+    """``Flask.async_to_sync`` for the apps with an asyncio prefix: an async
+    view runs as a task of one event loop that lives on in a thread of its
+    own, rather than in a new loop per request (asgiref's), which would open
+    new connections for each. Otherwise as with asgiref: the task runs in a
+    copy of the request's context, and what the view changed in it is set in
+    the request's; what the view raises is raised to Flask; tasks that it
+    started and left running are cancelled before the request goes on."""
+
+    @functools.wraps(function)
+    def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        loop = _views_loop()
+        if _running_loop() is loop:  # waiting would deadlock it: asgiref refuses
+            return Flask.async_to_sync(app, function)(*args, **kwargs)
+        done: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
+        left: list[contextvars.Context] = []
+
+        def start() -> None:  # in the loop's thread, in a copy of our context
+            task = loop.create_task(_view(function(*args, **kwargs), left))
+            task.add_done_callback(functools.partial(_settle, done))
+
+        loop.call_soon_threadsafe(start)
+        try:
+            return done.result()
+        finally:
+            for variable, value in left[0].items() if left else ():
+                variable.set(value)
+
+    return run
+
+
+# The tasks that the running view started (a task started by one of those
+# counts too): see _view_task_factory.
+_VIEW_TASKS: contextvars.ContextVar[set[asyncio.Task[t.Any]]]
+_VIEW_TASKS = contextvars.ContextVar("flask_and_redis view tasks")
+
+
+async def _view(view: t.Awaitable[t.Any], left: list[contextvars.Context]) -> t.Any:
+    """Await *view*, then cancel the tasks it left running and hand back, in
+    *left*, the context it leaves: as when asgiref's loop ends with a view."""
+    started: set[asyncio.Task[t.Any]] = set()
+    token = _VIEW_TASKS.set(started)
+    try:
+        return await view
+    finally:
+        running = [task for task in started if not task.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        _VIEW_TASKS.reset(token)
+        left.append(contextvars.copy_context())
+
+
+def _view_task_factory(
+    loop: asyncio.AbstractEventLoop, coroutine: t.Any, **kwargs: t.Any
+) -> asyncio.Task[t.Any]:
+    task = asyncio.Task(coroutine, loop=loop, **kwargs)
+    started = _VIEW_TASKS.get(None)
+    if started is not None:
+        started.add(task)
+        task.add_done_callback(started.discard)
+    return task
+
+
+def _settle(done: concurrent.futures.Future[t.Any], task: asyncio.Task[t.Any]) -> None:
+    if task.cancelled():
+        done.cancel()
+    elif task.exception() is not None:
+        done.set_exception(task.exception())
+    else:
+        done.set_result(task.result())
+
+
+_VIEWS_LOOP: dict[int, asyncio.AbstractEventLoop] = {}  # process id -> loop
+_VIEWS_LOOP_LOCK = threading.Lock()
+
+
+def _views_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of this process's async views, started on first use
+    (a forked worker starts its own), and closed with its clients at exit."""
+    with _VIEWS_LOOP_LOCK:
+        loop = _VIEWS_LOOP.get(os.getpid())
+        if loop is None:
+            # Made in a context of its own: its callbacks would keep the
+            # request's that it was made in, and the app, alive.
+            loop = contextvars.Context().run(asyncio.new_event_loop)
+            _VIEWS_LOOP[os.getpid()] = loop
+            loop.set_task_factory(_view_task_factory)
+
+            def serve() -> None:
+                loop.run_forever()
+                loop.run_until_complete(loop.shutdown_asyncgens())  # the clients
+                loop.close()
+
+            # (Not "flask_and_redis: …", the name of the failover watchers.)
+            thread = threading.Thread(target=serve, name="flask_and_redis async views")
+            thread.daemon = True
+            thread.start()
+            atexit.register(_stop_views_loop, loop, thread)
+        return loop
+
+
+def _stop_views_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
 
 
 # == 10. The flask redis command ================================================

@@ -322,6 +322,61 @@ def _app(result: t.Any, targets: list[Target]) -> list[str]:
     ]
 
 
+def _async_views(result: t.Any, targets: list[Target]) -> list[str]:
+    from .async_views import (
+        RATIO_TARGET,
+        SEQUENTIAL_TARGET,
+        THREADS,
+        THREADS_TARGET,
+        VIEWS,
+    )
+
+    rows = [[label, _number(result.microseconds[name], 0)] for name, label in VIEWS]
+    for kind in ("sync", "async"):
+        rows.append(
+            [f"Redis part, {kind} (view − no-op)", _number(result.redis_part[kind], 0)]
+        )
+    targets += [
+        Target(
+            f"async views: Redis part at most {RATIO_TARGET} × the sync views'",
+            _ratio(result.ratio),
+            result.ratio.median <= RATIO_TARGET,
+        ),
+        Target(
+            f"async views: connections received over {result.sequential:,}"
+            f" sequential requests at most {SEQUENTIAL_TARGET}",
+            str(result.sequential_connections),
+            result.sequential_connections <= SEQUENTIAL_TARGET,
+        ),
+        Target(
+            f"async views: connections received over {THREADS} threads ×"
+            f" {result.threaded} requests at most {THREADS_TARGET}",
+            str(result.threaded_connections),
+            result.threaded_connections <= THREADS_TARGET,
+        ),
+    ]
+    return [
+        "Async views",
+        "~~~~~~~~~~~",
+        "",
+        "One app, Flask's test client, TCP loopback: a sync view making two"
+        " calls (``INCR``, then ``GET`` of 100 bytes) through a sync prefix, an"
+        " async view awaiting the same calls through a ``redis.asyncio.Redis``"
+        " prefix (in the extension's event loop, see the async docs), and a"
+        " no-op view of each kind. They take turns request by request,"
+        f" {result.requests:,} requests each per round; median of"
+        f" {_rounds(result.rounds)} in µs, ± half the interquartile range. The"
+        " Redis part of a view is the view minus its no-op view; their ratio,"
+        f" computed round by round, is {_ratio(result.ratio)}. The server"
+        f" received {result.sequential_connections} connections over"
+        f" {result.sequential:,} sequential async requests, and"
+        f" {result.threaded_connections} over {THREADS} threads of"
+        f" {result.threaded} (``total_connections_received``, on a new app).",
+        "",
+        *_table("Microseconds per request", ["View", "µs per request"], rows),
+    ]
+
+
 def _hiredis(result: t.Any) -> list[str]:
     from .round_trips import HIREDIS_OPERATIONS, OPERATIONS
 
@@ -593,6 +648,8 @@ def render(
         lines += _frozen(results["frozen"], targets)
     if "sentinel-apps" in results:
         lines += _sentinel_apps(results["sentinel-apps"], targets)
+    if "async-views" in results:
+        lines += _async_views(results["async-views"], targets)
     if targets:
         lines += [
             "Targets",

@@ -31,6 +31,7 @@ SECTIONS = (
     "hiredis",
     "frozen",
     "sentinel-apps",
+    "async-views",
 )
 
 
@@ -160,7 +161,15 @@ def main(argv: list[str] | None = None) -> int:
         return max(1, round(calls * arguments.scale))
 
     # The sections import flask-redis: only now that it is known to be there.
-    from . import app_load, dispatch, frozen, recording, round_trips, sentinel_apps
+    from . import (
+        app_load,
+        async_views,
+        dispatch,
+        frozen,
+        recording,
+        round_trips,
+        sentinel_apps,
+    )
 
     socket_dir = tempfile.mkdtemp(prefix="flask-and-redis-benchmark-")
     results: dict[str, object] = {}
@@ -204,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"hiredis: {arguments.rounds} rounds of {calls} calls")
                 results["hiredis"] = round_trips.run_hiredis(
                     transports, arguments.rounds, calls
+                )
+            if "async-views" in arguments.sections:
+                requests = scaled(100)
+                progress(f"async views: {arguments.rounds} rounds of 4 x {requests}")
+                results["async-views"] = async_views.run(
+                    transports[0].url, arguments.rounds, requests, arguments.scale
                 )
             if "app" in arguments.sections:
                 progress(

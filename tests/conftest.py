@@ -26,8 +26,6 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_and_redis import LoopLocalClient
-
 from servers import (
     ACL_RULES,
     AUTH_PASSWORD,
@@ -132,8 +130,8 @@ def no_asyncio_leaks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 def make_app() -> Iterator[Callable[..., Flask]]:
     """Make Flask apps: ``make_app(REDIS_URL=…, name=…)``, or apps of another
     class, such as ``app_class=quart.Quart``. The Redis clients registered on
-    them are closed after the test (asyncio ones close with their event
-    loops)."""
+    them are closed after the test: asyncio ones in the event loops that still
+    run (the async views' loop); the others closed with their loops."""
     apps: list[Flask] = []
 
     def make(
@@ -147,8 +145,6 @@ def make_app() -> Iterator[Callable[..., Flask]]:
     yield make
     for app in apps:
         for client in app.extensions.get("redis", {}).values():
-            if isinstance(client, LoopLocalClient):
-                continue  # its clients were closed as their event loops ended
             close = getattr(client, "close", None)
             if callable(close):
                 close()

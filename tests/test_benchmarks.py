@@ -23,6 +23,7 @@ SECTIONS = [
     "hiredis",
     "A frozen server",
     "Sentinel apps made and dropped",
+    "Async views",
 ]
 
 
@@ -57,8 +58,8 @@ def test_every_section_runs_and_reports_every_target() -> None:
     targets = report.split("\nTargets\n")[1]
     # 3 dispatch targets, 2 recording, 2 transports x 3 round trips, 1 app
     # throughput, 2 configs x (2 commands + 1 counter) on a frozen server, 3
-    # Sentinel apps.
-    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 21
+    # Sentinel apps, 3 of async views.
+    assert targets.count("\n     - met") + targets.count("\n     - MISSED") == 24
     assert result.returncode == (1 if "MISSED" in targets else 0), result.stderr
     parse_rest(report)
 

@@ -3,6 +3,7 @@ cluster of three masters with a replica each."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -11,12 +12,14 @@ from typing import Any
 import pytest
 import redis as redis_py
 from flask import Flask
+from redis.asyncio import RedisCluster as AsyncRedisCluster
 from redis.cluster import LoadBalancingStrategy, RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException
 
 from flask_and_redis import (
     ClusterSettings,
     ConfigurationError,
+    LoopLocalClient,
     Redis,
     client_settings_from_config,
 )
@@ -68,6 +71,7 @@ def settings(**config: Any) -> ClusterSettings:
             {"REDIS_CLASS": TaggedCluster, "REDIS_CLUSTER_NODES": ["n1:7000"]},
             (("n1", 7000),),
         ),
+        ({"REDIS_CLASS": "redis.Redis", "REDIS_CLUSTER": True}, (("localhost", 6379),)),
     ],
 )
 def test_each_form_gives_a_cluster_client(config: dict[str, Any], nodes: Any) -> None:
@@ -76,6 +80,47 @@ def test_each_form_gives_a_cluster_client(config: dict[str, Any], nodes: Any) ->
     assert found.nodes == nodes
     assert issubclass(found.client_class, RedisCluster)
     assert not {"host", "port", "db"} & set(found.kwargs)
+
+
+ASYNC = "redis.asyncio.Redis"
+# The forms of an asyncio cluster prefix, with the startup nodes each names.
+ASYNCIO_FORMS = [
+    ({"REDIS_CLASS": ASYNC, "REDIS_URL": "redis+cluster://n1:7000,n2:7001"}, 2),
+    ({"REDIS_CLASS": ASYNC, "REDIS_CLUSTER_NODES": ["n1:7000", "n2:7001"]}, 2),
+    (
+        {
+            "REDIS_CLASS": "redis.asyncio.cluster.RedisCluster",
+            "REDIS_HOST": "n1",
+            "REDIS_PORT": 7000,
+        },
+        1,
+    ),
+    ({"REDIS_CLASS": "redis.asyncio.RedisCluster", "REDIS_URL": "redis://n1:7000"}, 1),
+]
+
+
+@pytest.mark.parametrize(("config", "nodes"), ASYNCIO_FORMS)
+def test_each_asyncio_form_gives_an_asyncio_cluster_client(
+    config: dict[str, Any], nodes: int
+) -> None:
+    found = settings(**config)
+
+    assert found.nodes == (("n1", 7000), ("n2", 7001))[:nodes]
+    assert found.client_class is AsyncRedisCluster
+    assert found.is_asyncio
+    assert not {"host", "port", "db"} & set(found.kwargs)
+
+
+@pytest.mark.usefixtures("no_network")
+@pytest.mark.parametrize(("config", "nodes"), ASYNCIO_FORMS)
+def test_init_app_of_an_asyncio_cluster_prefix_connects_to_nothing(
+    config: dict[str, Any], nodes: int
+) -> None:
+    app = Flask(__name__)
+    app.config.update(config)
+    Redis(app)
+
+    assert isinstance(app.extensions["redis"]["REDIS"], LoopLocalClient)
 
 
 def test_the_url_wins_over_the_node_keys() -> None:
@@ -146,17 +191,28 @@ def test_database_zero_is_accepted() -> None:
             "False, but REDIS_CLUSTER_NODES configures a Redis Cluster",
         ),
         (
-            {"REDIS_CLUSTER": True, "REDIS_CLASS": "redis.Redis"},
+            {"REDIS_CLUSTER": True, "REDIS_CLASS": "fakeredis.FakeRedis"},
             "REDIS_CLASS",
-            "redis.Redis is not redis.cluster.RedisCluster or a subclass of it",
+            "fakeredis.FakeRedis is not a cluster client class",
+        ),
+        (
+            {"REDIS_CLASS": ASYNC, "REDIS_CLUSTER_NODES": ["n1"], "REDIS_DB": "3"},
+            "REDIS_DB",
+            "only the database 0",
+        ),
+        (
+            {"REDIS_CLASS": ASYNC, "REDIS_URL": "redis+cluster://n1/2"},
+            "REDIS_URL",
+            "only the database 0",
         ),
         (
             {
-                "REDIS_CLUSTER": True,
-                "REDIS_CLASS": "redis.asyncio.cluster.RedisCluster",
+                "REDIS_CLASS": "redis.asyncio.RedisCluster",
+                "REDIS_HOST": "n1",
+                "REDIS_DB": 1,
             },
-            "REDIS_CLASS",
-            "asyncio cluster clients are not supported",
+            "REDIS_DB",
+            "only the database 0",
         ),
         (
             {"REDIS_CLUSTER": True, "REDIS_URL": "unix:///run/redis.sock"},
@@ -253,6 +309,51 @@ def test_each_form_reaches_every_master(
     for key, master in zip(keys, masters, strict=True):
         with master.client() as client:
             assert client.get(key) == form.encode()
+
+
+@pytest.mark.parametrize("form", range(len(ASYNCIO_FORMS)))
+def test_each_asyncio_form_reaches_every_master_from_async_views(
+    make_app: MakeApp, redis_cluster: ServerCluster, form: int
+) -> None:
+    # The keys of the form, naming the cluster's nodes.
+    config, node = dict(ASYNCIO_FORMS[form][0]), redis_cluster.nodes[0]
+    if "REDIS_CLUSTER_NODES" in config:
+        config["REDIS_CLUSTER_NODES"] = redis_cluster.node_addresses
+    if "REDIS_HOST" in config:
+        config.update(REDIS_HOST=node.host, REDIS_PORT=node.port)
+    if "REDIS_URL" in config:
+        cluster_url = "+cluster" in config["REDIS_URL"]
+        config["REDIS_URL"] = redis_cluster.url() if cluster_url else node.url()
+    app = make_app(**config)
+    redis = Redis(app)
+    masters = redis_cluster.masters()
+    keys = [key_in_slots(redis_cluster.slots_of(m), f"async{form}") for m in masters]
+
+    @app.get("/")
+    async def view() -> dict[str, Any]:
+        for key in keys:
+            await redis.set(key, "async")
+        # Several nodes at once, and a pipeline split by node.
+        values = await asyncio.gather(*(redis.get(key) for key in keys))
+        async with redis.pipeline() as pipe:
+            for key in keys:
+                pipe.incr(f"{key}:count")
+            counts = await pipe.execute()
+        return {
+            "values": [value.decode() for value in values],
+            "counts": counts,
+            "asyncio cluster": isinstance(redis.connection, AsyncRedisCluster),
+        }
+
+    assert app.test_client().get("/").json == {
+        "values": ["async"] * len(keys),
+        "counts": [1] * len(keys),
+        "asyncio cluster": True,
+    }
+    for key, master in zip(keys, masters, strict=True):
+        with master.client() as client:
+            assert client.get(key) == b"async"
+    app.extensions["redis"]["REDIS"].close()
 
 
 def test_multi_key_commands_and_pipelines(

@@ -69,15 +69,25 @@ class Write:
 
 
 def create_app(make_app: MakeApp, **config: Any) -> Flask:
-    """The app under load: ``PUT /keys/<key>`` sets the key to the body; a
-    Redis error answers 503 with the error's class name."""
+    """The app under load: ``PUT /keys/<key>`` sets the key to the body (in an
+    async view for an asyncio client class); a Redis error answers 503 with
+    the error's class name."""
     app = make_app("failover_load", **config)
     redis = Redis(app)
 
-    @app.put("/keys/<key>")
-    def write(key: str) -> str:
-        redis.set(key, request.get_data())
-        return "OK"
+    if redis.settings_for(app).is_asyncio:
+
+        @app.put("/keys/<key>")
+        async def write_async(key: str) -> str:
+            await redis.set(key, request.get_data())
+            return "OK"
+
+    else:
+
+        @app.put("/keys/<key>")
+        def write(key: str) -> str:
+            redis.set(key, request.get_data())
+            return "OK"
 
     @app.errorhandler(redis_py.RedisError)
     @app.errorhandler(RedisClusterException)  # not a RedisError
@@ -319,11 +329,11 @@ def following() -> Iterator[Followed]:
 
 
 def fail_over_under_load(
-    make_app: MakeApp, group: SentinelGroup, cause: Callable[[], None]
+    make_app: MakeApp, group: SentinelGroup, cause: Callable[[], None], views: str
 ) -> Outcome:
     # The extension's defaults: redis-py's retries, which ride out the
     # seconds before a killed master is replaced.
-    app = create_app(make_app, REDIS_URL=group.url())
+    app = create_app(make_app, REDIS_URL=group.url(), REDIS_CLASS=CLASSES[views])
     announcements = SwitchMasterAnnouncements(group)
     try:
         with following() as followed, Load(app) as load:
@@ -338,11 +348,17 @@ def fail_over_under_load(
     return Outcome(writes, caused, announced, followed.times[0], found)
 
 
+# The view that writes: sync, or async with an asyncio client class.
+CLASSES = {"sync views": "redis.Redis", "async views": "redis.asyncio.Redis"}
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("views", CLASSES)
 def test_writes_go_on_through_a_forced_sentinel_failover(
     make_app: MakeApp,
     fresh_sentinel_group: SentinelGroup,
     report_figure: ReportFigure,
+    views: str,
 ) -> None:
     group = fresh_sentinel_group
 
@@ -350,23 +366,25 @@ def test_writes_go_on_through_a_forced_sentinel_failover(
         with group.sentinels[0].client() as sentinel:
             sentinel.sentinel_failover(group.master_name)
 
-    outcome = fail_over_under_load(make_app, group, force)
+    outcome = fail_over_under_load(make_app, group, force, views)
 
-    report_figure(outcome.summary("Sentinel, SENTINEL FAILOVER"))
+    report_figure(outcome.summary(f"Sentinel, SENTINEL FAILOVER, {views}"))
     outcome.check()
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("views", CLASSES)
 def test_writes_go_on_through_a_sentinel_failover_of_a_killed_master(
     make_app: MakeApp,
     fresh_sentinel_group: SentinelGroup,
     report_figure: ReportFigure,
+    views: str,
 ) -> None:
     group = fresh_sentinel_group
 
-    outcome = fail_over_under_load(make_app, group, group.master().kill)
+    outcome = fail_over_under_load(make_app, group, group.master().kill, views)
 
-    report_figure(outcome.summary("Sentinel, master killed"))
+    report_figure(outcome.summary(f"Sentinel, master killed, {views}"))
     outcome.check()
 
 

@@ -3,7 +3,9 @@ followed, against a group of real servers and sentinels."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import importlib
 import os
 import threading
 import time
@@ -14,11 +16,11 @@ from typing import Any
 
 import pytest
 import redis as redis_py
-from flask import Flask
+from flask import Flask, request
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.connection import SSLConnection
 from redis.retry import Retry
-from redis.sentinel import MasterNotFoundError, SentinelManagedConnection
+from redis.sentinel import MasterNotFoundError
 
 import flask_and_redis
 from flask_and_redis import (
@@ -33,6 +35,7 @@ from servers import RedisServer, SentinelGroup, SwitchMasterAnnouncements
 MakeApp = Callable[..., Flask]
 RecordTiming = Callable[[str, float], None]
 
+ASYNC = "redis.asyncio.Redis"
 WATCHER_THREAD = "flask_and_redis: "  # the start of a failover watcher's name
 _WATCH_INTERVAL = 0.25  # how often a watcher checks whether to stop
 
@@ -54,6 +57,8 @@ def sentinel_redis() -> Iterator[Callable[[Flask], Redis]]:
 
     yield make
     for redis, app in made:
+        if redis.settings_for(app).is_asyncio:
+            continue  # make_app closes them, in their event loops
         with app.app_context():
             redis.replica.close()
             redis.connection.close()
@@ -251,15 +256,7 @@ def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
         (
             {"REDIS_URL": "redis+sentinel://s1/m", "REDIS_CLASS": "builtins.dict"},
             "REDIS_CLASS",
-            "is not redis.Redis or a subclass",
-        ),
-        (
-            {
-                "REDIS_URL": "redis+sentinel://s1/m",
-                "REDIS_CLASS": "redis.asyncio.Redis",
-            },
-            "REDIS_CLASS",
-            "asyncio clients are not supported with Sentinel",
+            "is not redis.Redis, redis.asyncio.Redis or a subclass of one",
         ),
         (
             {"REDIS_URL": "redis+sentinel://:pw@s1/m", "REDIS_SSL": True},
@@ -344,17 +341,113 @@ def test_a_write_retried_after_its_master_died_reaches_the_announced_master(
         assert new.get("key") == b"new"
 
 
+def test_an_asyncio_write_retried_after_its_master_died_reaches_the_new_one(
+    server_factory: Callable[..., RedisServer],
+) -> None:
+    # As for sync clients: redis.asyncio 6 and later reconnect a connection
+    # that a failed command closed to the address it had.
+    old_master, new_master = server_factory(), server_factory()
+    # Nothing listens on port 1: the announcements say where the master is.
+    client = settings(
+        REDIS_URL="redis+sentinel://127.0.0.1:1/mymaster",
+        REDIS_CLASS=ASYNC,
+        REDIS_RETRY=AsyncRetry(NoBackoff(), 2),
+        REDIS_RETRY_ON_ERROR=[redis_py.ConnectionError],  # for redis-py 5
+    ).create_client()
+    sentinel_manager = client.connection_pool.sentinel_manager
+
+    async def main() -> None:
+        sentinel_manager.announce("mymaster", old_master.address)
+        await client.set("key", "old")
+        with old_master.client() as admin:
+            # The next write waits on the old master, which dies after a
+            # new master is announced.
+            admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+            write = asyncio.ensure_future(client.set("key", "new"))
+            while not any("b" in entry["flags"] for entry in admin.client_list()):
+                await asyncio.sleep(0.005)
+            sentinel_manager.announce("mymaster", new_master.address)
+            old_master.kill()
+            assert await asyncio.wait_for(write, 30) is True
+
+    async def closing() -> None:
+        try:
+            await main()
+        finally:
+            await client.aclose()
+
+    asyncio.run(closing())
+    with new_master.client() as new:
+        assert new.get("key") == b"new"
+
+
+def test_an_asyncio_connection_busy_as_the_master_changes_goes_no_further(
+    server_factory: Callable[..., RedisServer],
+) -> None:
+    # redis.asyncio's pool takes back a connection to the old master, which
+    # would write to it until it is demoted, unless the pool closes it.
+    old_master, new_master = server_factory(), server_factory()
+    # Nothing listens on port 1: the announcements say where the master is.
+    client = settings(
+        REDIS_URL="redis+sentinel://127.0.0.1:1/mymaster", REDIS_CLASS=ASYNC
+    ).create_client()
+    pool = client.connection_pool
+
+    async def main() -> None:
+        pool.sentinel_manager.announce("mymaster", old_master.address)
+        await client.set("key", "old")
+        with old_master.client() as admin:
+            # The next write waits on the old master while a new one is
+            # announced, as the failover watcher does.
+            admin.execute_command("CLIENT", "PAUSE", 300, "WRITE")
+            write = asyncio.ensure_future(client.set("key", "in flight"))
+            while not any("b" in entry["flags"] for entry in admin.client_list()):
+                await asyncio.sleep(0.005)
+            pool.sentinel_manager.announce("mymaster", new_master.address)
+            await pool.get_master_address()
+            assert await write is True
+        await client.set("key", "new")
+
+    async def closing() -> None:
+        try:
+            await main()
+        finally:
+            await client.aclose()
+
+    asyncio.run(closing())
+    with old_master.client() as old, new_master.client() as new:
+        assert (old.get("key"), new.get("key")) == (b"in flight", b"new")
+
+
+@pytest.mark.parametrize("client_class", ["redis.Redis", ASYNC])
 @pytest.mark.parametrize("scheme", ["redis+sentinel", "rediss+sentinel"])
-def test_connections_speak_tls_as_configured(scheme: str) -> None:
-    client = settings(REDIS_URL=f"{scheme}://127.0.0.1:1/mymaster").create_client()
+def test_tls_and_acl_users_for_the_master_and_the_sentinels(
+    scheme: str, client_class: str
+) -> None:
+    client = settings(
+        REDIS_URL=f"{scheme}://app:app-pw@127.0.0.1:1/mymaster",
+        REDIS_CLASS=client_class,
+        REDIS_SENTINEL_USERNAME="watcher",
+        REDIS_SENTINEL_PASSWORD="sentinel-pw",
+    ).create_client()
+    redis_py_module = "redis.asyncio" if client_class == ASYNC else "redis"
+    managed = importlib.import_module(f"{redis_py_module}.sentinel")
+    ssl_connection = importlib.import_module(f"{redis_py_module}.connection")
+    pool = client.connection_pool
+    sentinel_pool = pool.sentinel_manager.sentinels[0].connection_pool
+    tls = scheme.startswith("rediss")
     try:
-        connection_class = client.connection_pool.connection_class
-        assert issubclass(connection_class, SentinelManagedConnection)
-        assert issubclass(connection_class, SSLConnection) == scheme.startswith(
-            "rediss"
-        )
+        assert issubclass(pool.connection_class, managed.SentinelManagedConnection)
+        assert issubclass(pool.connection_class, ssl_connection.SSLConnection) == tls
+        sentinel_connection = sentinel_pool.connection_class
+        assert issubclass(sentinel_connection, ssl_connection.SSLConnection) == tls
+        assert pool.connection_kwargs["username"] == "app"
+        assert pool.connection_kwargs["password"] == "app-pw"
+        assert sentinel_pool.connection_kwargs["username"] == "watcher"
+        assert sentinel_pool.connection_kwargs["password"] == "sentinel-pw"
     finally:
-        client.close()
+        if client_class != ASYNC:  # an asyncio one that never connected needs none
+            client.close()
 
 
 def test_replica_of_an_app_without_sentinel_says_how_to_get_one(
@@ -426,6 +519,78 @@ def test_replica_is_resolved_per_app(
             assert redis.replica.get("which") == app.name.encode()
             redis.replica.close()
             redis.connection.close()
+
+
+def test_asyncio_master_and_replica_clients_per_event_loop(
+    make_app: MakeApp, sentinel_group: SentinelGroup
+) -> None:
+    app = make_app(REDIS_URL=sentinel_group.url(db=6), REDIS_CLASS=ASYNC)
+    redis = Redis(app)
+    # (Those of the tests before it end within a quarter of a second.)
+    wait_for("no watcher before", lambda: not watcher_threads(), 1.0)
+
+    async def main() -> tuple[Any, Any, object, str, str]:
+        await redis.set("sentinel:async", "written")
+        assert await redis.connection.wait(1, 5000) == 1  # replicated
+        replica, master = redis.replica, redis.connection
+        assert replica.connection_pool.sentinel_manager is (
+            master.connection_pool.sentinel_manager
+        )
+        assert len(watcher_threads()) == len(sentinel_group.sentinels)
+        return (
+            master,
+            replica,
+            await replica.get("sentinel:async"),
+            (await replica.info("replication"))["role"],
+            (await master.info("replication"))["role"],
+        )
+
+    with app.app_context():
+        first = asyncio.run(main())
+        # Closed with their loop: watchers stopped, connections closed.
+        wait_for("the watchers end", lambda: watcher_threads() == [], 1.0)
+        second = asyncio.run(main())
+    assert isinstance(first[0], redis_py.asyncio.Redis)
+    assert first[2:] == second[2:] == (b"written", "slave", "master")
+    assert second[0] is not first[0] and second[1] is not first[1]
+    wait_for("the watchers end", lambda: watcher_threads() == [], 1.0)
+    with sentinel_group.master().client(db=6) as master:
+        assert master.get("sentinel:async") == b"written"
+
+
+def test_async_views_use_the_master_and_the_replica_of_the_views_loop(
+    make_app: MakeApp, sentinel_group: SentinelGroup
+) -> None:
+    app = make_app(
+        REDIS_SENTINELS=sentinel_group.sentinel_addresses,
+        REDIS_SENTINEL_MASTER=sentinel_group.master_name,
+        REDIS_DB=7,
+        REDIS_CLASS=ASYNC,
+        REDIS_DECODE_RESPONSES=True,
+    )
+    redis = Redis(app)
+    wait_for("no watcher before", lambda: not watcher_threads(), 1.0)
+
+    @app.put("/<key>")
+    async def write(key: str) -> dict[str, Any]:
+        await redis.set(key, request.get_data())
+        await redis.connection.wait(1, 5000)
+        return {
+            "read": await redis.replica.get(key),
+            "role": (await redis.replica.info("replication"))["role"],
+            "replica": id(redis.replica),
+        }
+
+    client = app.test_client()
+    replies = [client.put(f"/key:{n}", data=f"value {n}").json for n in range(3)]
+
+    assert [(reply["read"], reply["role"]) for reply in replies] == [
+        (f"value {n}", "slave") for n in range(3)
+    ]
+    assert len({reply["replica"] for reply in replies}) == 1  # the loop's own
+    assert len(watcher_threads()) == len(sentinel_group.sentinels)
+    app.extensions["redis"]["REDIS"].close()
+    wait_for("the watchers end", lambda: watcher_threads() == [], 1.0)
 
 
 def test_failover_watchers_start_on_first_use_and_stop_on_close(
@@ -522,29 +687,24 @@ def test_a_forked_worker_follows_failovers_itself(
 
 
 class Writer:
-    """Writes ``marker:<n>`` through the extension, one after the other, in a
-    thread; remembers when each write was acknowledged."""
+    """Writes ``marker:<n>`` with *write* (see :func:`writes_through`), one
+    after the other, in a thread; remembers when each write was acknowledged."""
 
-    def __init__(self, redis: Redis, app: Flask) -> None:
-        self.redis = redis
-        self.app = app
+    def __init__(self, write: Callable[[str, int], bool]) -> None:
+        self.write = write
         self.acknowledged: dict[str, float] = {}  # key -> when
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write, daemon=True)
         self._thread.start()
 
     def _write(self) -> None:
-        with self.app.app_context():
-            number = 0
-            while not self._stop.is_set():
-                key = f"marker:{number}"
-                number += 1
-                try:
-                    self.redis.set(key, number)
-                except redis_py.ConnectionError:  # no master, for now
-                    continue
+        number = 0
+        while not self._stop.is_set():
+            key = f"marker:{number}"
+            number += 1
+            if self.write(key, number):
                 self.acknowledged[key] = time.monotonic()
-                time.sleep(0.002)
+            time.sleep(0.002)
 
     def last_acknowledged(self) -> float:
         return max(self.acknowledged.values(), default=0.0)
@@ -552,6 +712,37 @@ class Writer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+
+
+def writes_through(app: Flask, redis: Redis) -> Callable[[str, int], bool]:
+    """``write(key, value)``, which tells whether the write was acknowledged:
+    through *redis* in an app context, or for an asyncio client class, through
+    an async view of *app*."""
+    if not redis.settings_for(app).is_asyncio:
+
+        def write(key: str, value: int) -> bool:
+            with app.app_context():
+                try:
+                    redis.set(key, value)
+                except redis_py.ConnectionError:  # no master, for now
+                    return False
+            return True
+
+        return write
+
+    @app.put("/markers/<key>")
+    async def write_marker(key: str) -> str:
+        await redis.set(key, request.get_data())
+        return "OK"
+
+    @app.errorhandler(redis_py.ConnectionError)  # no master, for now
+    def unavailable(error: redis_py.ConnectionError) -> tuple[str, int]:
+        return type(error).__name__, 503
+
+    client = app.test_client()
+    return lambda key, value: (
+        client.put(f"/markers/{key}", data=str(value)).status_code == 200
+    )
 
 
 def wait_for(what: str, check: Callable[[], bool], deadline: float) -> None:
@@ -575,13 +766,13 @@ GRACE = 1.0  # writes this long after the announcement never reach the old maste
 
 
 def fail_over(
-    group: SentinelGroup, app: Flask, redis: Redis, cause: Callable[[], None]
+    group: SentinelGroup, write: Callable[[str, int], bool], cause: Callable[[], None]
 ) -> tuple[Writer, float, float]:
-    """Write through *redis* while *cause* makes the sentinels fail the
-    master over, until the writes have gone on for a while after the first
+    """Write with *write* while *cause* makes the sentinels fail the master
+    over, until the writes have gone on for a while after the first
     announcement. Return the writer, and when the failover was caused and
     first announced."""
-    writer = Writer(redis, app)
+    writer = Writer(write)
     announcements = SwitchMasterAnnouncements(group)
     try:
         wait_for(
@@ -605,18 +796,28 @@ def fail_over(
     return writer, caused, announced
 
 
+# Each failover test writes through the extension, or through an async view
+# with an asyncio client class.
+CLIENT_CLASSES = pytest.mark.parametrize(
+    "client_class", ["redis.Redis", ASYNC], ids=["sync", "asyncio"]
+)
+
+
 @pytest.mark.slow
+@CLIENT_CLASSES
 def test_a_forced_failover_is_followed(
     make_app: MakeApp,
     sentinel_redis: Callable[[Flask], Redis],
     fresh_sentinel_group: SentinelGroup,
     record_timing: RecordTiming,
+    client_class: str,
 ) -> None:
     group = fresh_sentinel_group
-    app = make_app(REDIS_URL=group.url())
+    app = make_app(REDIS_URL=group.url(), REDIS_CLASS=client_class)
     redis = sentinel_redis(app)
+    write = writes_through(app, redis)
     old_master = group.master()
-    redis.ping()
+    assert write("marker:first", 0)  # which starts the watchers
     # The watchers hear from sentinels that restart.
     for sentinel in group.sentinels:
         sentinel.restart()
@@ -630,14 +831,14 @@ def test_a_forced_failover_is_followed(
         with group.sentinels[0].client() as sentinel:
             sentinel.sentinel_failover(group.master_name)
 
-    writer, forced, announced = fail_over(group, app, redis, force)
+    writer, forced, announced = fail_over(group, write, force)
 
     new_master = group.master()
     assert new_master is not old_master
     with old_master.client() as old:
         # Still a master: what it holds was written to it, not replicated.
         assert old.info("replication")["role"] == "master"
-        on_old = {key.decode() for key in old.keys("marker:*")}
+        on_old = {key.decode() for key in old.keys("marker:*")} - {"marker:first"}
     late = [
         key for key, when in writer.acknowledged.items() if when > announced + GRACE
     ]
@@ -649,35 +850,39 @@ def test_a_forced_failover_is_followed(
         when for key, when in writer.acknowledged.items() if key not in on_old
     )
     last_on_old = max(writer.acknowledged[key] for key in on_old)
+    what = f"failover, forced, {'asyncio' if client_class == ASYNC else 'sync'}"
+    record_timing(f"{what}: SENTINEL FAILOVER to announcement", announced - forced)
     record_timing(
-        "failover, forced: SENTINEL FAILOVER to announcement", announced - forced
-    )
-    record_timing(
-        "failover, forced: SENTINEL FAILOVER to first write on the new master",
+        f"{what}: SENTINEL FAILOVER to first write on the new master",
         first_on_new - forced,
     )
     record_timing(
-        "failover, forced: last write on the old master, after announcement",
+        f"{what}: last write on the old master, after announcement",
         last_on_old - announced,
     )
 
 
 @pytest.mark.slow
+@CLIENT_CLASSES
 def test_a_killed_master_is_replaced(
     make_app: MakeApp,
     sentinel_redis: Callable[[Flask], Redis],
     fresh_sentinel_group: SentinelGroup,
     record_timing: RecordTiming,
+    client_class: str,
 ) -> None:
     group = fresh_sentinel_group
     app = make_app(
         REDIS_SENTINELS=group.sentinel_addresses,
         REDIS_SENTINEL_MASTER=group.master_name,
+        REDIS_CLASS=client_class,
     )
     redis = sentinel_redis(app)
     old_master = group.master()
 
-    writer, killed, announced = fail_over(group, app, redis, old_master.kill)
+    writer, killed, announced = fail_over(
+        group, writes_through(app, redis), old_master.kill
+    )
 
     new_master = group.master()
     assert new_master is not old_master
@@ -685,8 +890,8 @@ def test_a_killed_master_is_replaced(
     with new_master.client() as new:
         assert new.exists(*after_kill) == len(after_kill)
     first_after_kill = min(writer.acknowledged[key] for key in after_kill)
-    record_timing("failover, killed master: kill to announcement", announced - killed)
+    what = f"failover, killed master, {'asyncio' if client_class == ASYNC else 'sync'}"
+    record_timing(f"{what}: kill to announcement", announced - killed)
     record_timing(
-        "failover, killed master: kill to first write on the new master",
-        first_after_kill - killed,
+        f"{what}: kill to first write on the new master", first_after_kill - killed
     )
