@@ -688,11 +688,15 @@ def test_a_forked_worker_follows_failovers_itself(
 
 class Writer:
     """Writes ``marker:<n>`` with *write* (see :func:`writes_through`), one
-    after the other, in a thread; remembers when each write was acknowledged."""
+    after the other, in a thread; remembers when each write was sent, when it
+    was answered, and when it was acknowledged (a write that fails may still
+    have been executed: a reply lost with the connection)."""
 
     def __init__(self, write: Callable[[str, int], bool]) -> None:
         self.write = write
-        self.acknowledged: dict[str, float] = {}  # key -> when
+        self.sent: dict[str, float] = {}  # key -> when
+        self.answered: dict[str, float] = {}
+        self.acknowledged: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._write, daemon=True)
         self._thread.start()
@@ -702,8 +706,11 @@ class Writer:
         while not self._stop.is_set():
             key = f"marker:{number}"
             number += 1
-            if self.write(key, number):
-                self.acknowledged[key] = time.monotonic()
+            self.sent[key] = time.monotonic()
+            acknowledged = self.write(key, number)
+            self.answered[key] = time.monotonic()
+            if acknowledged:
+                self.acknowledged[key] = self.answered[key]
             time.sleep(0.002)
 
     def last_acknowledged(self) -> float:
@@ -845,11 +852,13 @@ def test_a_forced_failover_is_followed(
     assert late and not on_old.intersection(late)
     with new_master.client() as new:
         assert new.exists(*late) == len(late)
+    # Nothing sent after the grace period, acknowledged or not, reached it.
+    assert all(writer.sent[key] <= announced + GRACE for key in on_old)
 
     first_on_new = min(
         when for key, when in writer.acknowledged.items() if key not in on_old
     )
-    last_on_old = max(writer.acknowledged[key] for key in on_old)
+    last_on_old = max(writer.answered[key] for key in on_old)
     what = f"failover, forced, {'asyncio' if client_class == ASYNC else 'sync'}"
     record_timing(f"{what}: SENTINEL FAILOVER to announcement", announced - forced)
     record_timing(
