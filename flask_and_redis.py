@@ -17,13 +17,12 @@ the extension itself::
         redis.set("greeting", "hello")
 
 The module is the whole runtime: install it, or copy this one file into a
-project. Its sections, in the order a reader asks about them: 1. the
-extension, :class:`Redis`; 2. settings, what a client is built from
-(:class:`ClientSettings`); 3. reading the config, one pass from ``app.config``
-to the client's keyword arguments (:func:`client_settings_from_config`);
-4. checking values; 5. URLs; 6. topologies: the client class, Sentinel and
-Cluster; 7. building clients; 8. following Sentinel failovers; 9. asyncio;
-10. the ``flask redis`` command; 11. integrations.
+project. Its sections: 1. the extension, :class:`Redis`; 2. settings
+(:class:`ClientSettings`); 3. reading the config
+(:func:`client_settings_from_config`); 4. checking values; 5. URLs;
+6. topologies: the client class, Sentinel and Cluster; 7. building clients;
+8. following Sentinel failovers; 9. asyncio; 10. the ``flask redis`` command;
+11. integrations.
 """
 
 from __future__ import annotations
@@ -61,9 +60,8 @@ from flask.cli import ScriptInfo
 from flask.globals import _cv_app  # flask.current_app's context variable
 
 if t.TYPE_CHECKING:
-    # For type checkers the extension is a redis-py client, so that calls
-    # through it are checked against redis-py's own signatures; at run time
-    # it is a plain class that hands each call to the current app's client.
+    # Type checkers see the extension as a redis-py client, so that calls through
+    # it are checked; at run time it hands each call to the current app's client.
     from redis import Redis as _ClientInterface
     from typing_extensions import TypeVar
 
@@ -144,15 +142,15 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
     ) -> None:
         #: The config prefix used when :meth:`init_app` is given none.
         self.config_prefix = _checked_prefix(config_prefix)
+        client_kwargs.pop("strict", None)  # flask-redis's StrictRedis: now Redis
         #: Client keyword arguments given in code, under each app's config.
-        self.client_kwargs = _without_strict(client_kwargs)
+        self.client_kwargs = client_kwargs
         #: The client class given to :meth:`from_custom_provider`, if any.
         self.provider: Callable[..., t.Any] | None = None
         self._bindings: weakref.WeakKeyDictionary[Flask, _Binding]
         self._bindings = weakref.WeakKeyDictionary()
-        # The app last resolved and its binding: the hot path is one identity
-        # check against the current app. It keeps that one app alive until
-        # another is used; registrations themselves are held weakly.
+        # The app last resolved and its binding, so that the hot path is one
+        # identity check; it keeps that one app alive until another is used.
         self._last: tuple[object, _Binding] = (_NO_APP, t.cast("_Binding", None))
         # Serialises registering and resolving an app off the hot path, so a
         # lookup that began before an init_app cannot cache its stale answer.
@@ -200,6 +198,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         prefix = self.config_prefix
         if config_prefix is not None:
             prefix = _checked_prefix(config_prefix)
+        client_kwargs.pop("strict", None)
         registered = app.extensions.get("redis", {})
         suggestion = f"Redis(app, config_prefix={_free_prefix(registered, prefix)!r})"
         if app in self._bindings:
@@ -219,17 +218,11 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             app.config,
             prefix,
             client_class=self.provider,
-            defaults={**self.client_kwargs, **_without_strict(client_kwargs)},
+            defaults={**self.client_kwargs, **client_kwargs},
         )
         record, timing = (
-            _checked(
-                name,
-                app.config.get(f"{prefix}_{name.upper()}", False),
-                f"{prefix}_{name.upper()}",
-                {name: False},
-                bool,
-            )
-            for name in ("record_commands", "server_timing")
+            _checked(key, app.config.get(key, False), key, {key: False}, bool)
+            for key in (f"{prefix}_RECORD_COMMANDS", f"{prefix}_SERVER_TIMING")
         )
         if record or timing:
             recording = _recording_class(settings.client_class, prefix)
@@ -240,18 +233,16 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         with self._lock:
             self._bindings[app] = binding
             self._last = (_NO_APP, self._last[1])
-        # With the app gone, a cached answer for "outside of a context" is
-        # stale too. The callback holds the extension weakly and takes no
-        # lock: it may run in the middle of anything.
+        # With the app gone, a cached answer for "outside of a context" is stale
+        # too. Held weakly and taking no lock: the callback may run mid-anything.
         weakref.finalize(app, _forget_last_app, weakref.ref(self))
         app.extensions.setdefault("redis", _Clients()).bindings[prefix] = binding
         if "redis" not in app.cli.commands:  # a command of the app's own wins
             app.cli.add_command(cli)
         hook = getattr(getattr(app, "async_to_sync", None), "__func__", None)
         if settings.is_asyncio and hook is Flask.async_to_sync:
-            # One event loop for the app's async views (see _run_in_views_loop),
-            # unless the app has an async_to_sync of its own (Quart has none);
-            # ``del app.async_to_sync`` is Flask's way back.
+            # One event loop for the app's async views (see _run_in_views_loop)
+            # unless the app has its own; ``del app.async_to_sync`` undoes it.
             app.async_to_sync = functools.partial(_run_in_views_loop, app)  # type: ignore[method-assign]
         name = _class_name(settings.client_class)
         logger.debug("%s on app %r: %s to %s", prefix, app.name, name, settings.url)
@@ -393,8 +384,8 @@ def _client_attribute(name: str, doc: str | None) -> property:
 
 def _expose_attributes(client: object, own_only: bool = False) -> None:
     """Make the public attributes of *client* (a client or its class; with
-    *own_only*, those a client made later has of its own) properties of the
-    extension. It has no ``__getattr__``, which would slow every call down."""
+    *own_only*, those it has of its own) properties of the extension: a
+    ``__getattr__`` would slow every call down."""
     client_class = client if isinstance(client, type) else type(client)
     for name in getattr(client, "__dict__", ()) if own_only else dir(client):
         if not name.startswith("_") and not hasattr(Redis, name):
@@ -407,11 +398,6 @@ def _forget_last_app(extension: weakref.ref[Redis[t.Any]]) -> None:
     alive = extension()
     if alive is not None:
         alive._last = (_NO_APP, alive._last[1])
-
-
-def _without_strict(client_kwargs: dict[str, t.Any]) -> dict[str, t.Any]:
-    """flask-redis's ``strict`` chose StrictRedis, which is Redis since redis-py 3."""
-    return {name: value for name, value in client_kwargs.items() if name != "strict"}
 
 
 def _checked_prefix(prefix: object) -> str:
@@ -442,7 +428,7 @@ class _Binding:
 
 
 class _BuiltOnFirstUse(_Binding):
-    """The binding of a cluster, whose client connects as it is built: built
+    """A cluster's binding: its client connects as it is built, so it is built
     on first use, and stood in for until then (as Flask-Caching's client)."""
 
     __slots__ = ("_built", "_lock")
@@ -480,8 +466,7 @@ def _bind(settings: ClientSettings) -> _Binding:
         _expose_attributes(settings.client_class)  # (it connects as it is built)
         return _BuiltOnFirstUse(settings)
     try:
-        # Built for asyncio too, where each event loop builds its own: so
-        # that what redis-py refuses is refused here.
+        # Built for asyncio too, so that what redis-py refuses is refused here.
         client = settings.create_client()
         replica = None
         if isinstance(settings, SentinelSettings):
@@ -517,8 +502,7 @@ def _bind(settings: ClientSettings) -> _Binding:
 
 class _Clients(Mapping[str, t.Any]):
     """``app.extensions["redis"]``: the client of each prefix of one app (a
-    cluster's is built on first access; an asyncio client class has its
-    :class:`LoopLocalClient`)."""
+    cluster's built on first access, or a :class:`LoopLocalClient`)."""
 
     __slots__ = ("bindings",)
 
@@ -543,8 +527,7 @@ class _Clients(Mapping[str, t.Any]):
 
 
 def _registered_settings(app: Flask) -> dict[str, ClientSettings]:
-    """The settings of each prefix registered on *app*, in the order of
-    registration; builds no client."""
+    """The settings of each prefix registered on *app*; builds no client."""
     clients = app.extensions.get("redis")
     bindings = clients.bindings if isinstance(clients, _Clients) else {}
     return {prefix: binding.settings for prefix, binding in bindings.items()}
@@ -584,8 +567,8 @@ class ClientSettings:
     @property
     def url(self) -> str:
         """Where the client connects, as a URL with the password masked."""
-        kwargs = self.masked_kwargs()
-        userinfo, database = _masked_userinfo(kwargs), kwargs.get("db", 0)
+        kwargs = self.kwargs
+        userinfo, database = self._userinfo(), kwargs.get("db", 0)
         if kwargs.get("unix_socket_path"):
             return f"unix://{userinfo}{kwargs['unix_socket_path']}?db={database}"
         address = _host_and_port(kwargs.get("host", "localhost"), kwargs.get("port"))
@@ -619,6 +602,14 @@ class ClientSettings:
     def _scheme(self, topology: str = "") -> str:
         return ("rediss" if self.kwargs.get("ssl") else "redis") + topology
 
+    def _userinfo(self) -> str:
+        """``user:***@`` for :attr:`url`, masked as :meth:`masked_kwargs` is."""
+        masked = self.masked_kwargs()
+        username = masked.get("username")
+        userinfo = username if username == _MASK else quote(username or "", safe="")
+        userinfo += f":{_MASK}" if masked.get("password") else ""
+        return f"{userinfo}@" if userinfo else ""
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(prefix={self.prefix!r},"
@@ -628,10 +619,9 @@ class ClientSettings:
 
 @dataclass(frozen=True, repr=False, kw_only=True)
 class SentinelSettings(ClientSettings):
-    """The clients of a master that Redis Sentinel watches, and of its
-    replicas: the sentinels are asked where those are. :attr:`kwargs` are for
-    the connections to them, :attr:`sentinel_kwargs` for those to the
-    sentinels.
+    """The clients of a master that Redis Sentinel watches and of its replicas,
+    which the sentinels are asked for. :attr:`kwargs` are for the connections
+    to them, :attr:`sentinel_kwargs` for those to the sentinels.
 
     :param service_name: the name the sentinels know the master by.
     :param sentinels: the sentinels' addresses, as ``(host, port)``.
@@ -646,12 +636,10 @@ class SentinelSettings(ClientSettings):
 
     @property
     def url(self) -> str:
-        """The sentinels and the master, as a ``redis+sentinel://`` URL with
-        the password masked."""
+        """The sentinels and master as a ``redis+sentinel://`` URL, password masked."""
         hosts = ",".join(_host_and_port(*address) for address in self.sentinels)
-        userinfo = _masked_userinfo(self.masked_kwargs())
         master = f"{quote(self.service_name, safe='')}/{self.kwargs.get('db', 0)}"
-        return f"{self._scheme('+sentinel')}://{userinfo}{hosts}/{master}"
+        return f"{self._scheme('+sentinel')}://{self._userinfo()}{hosts}/{master}"
 
     def create_client(self) -> t.Any:
         """Build the master's client. Makes no connection; its first
@@ -680,20 +668,17 @@ class ClusterSettings(ClientSettings):
 
     @property
     def url(self) -> str:
-        """The startup nodes, as a ``redis+cluster://`` URL with the password
-        masked."""
+        """The startup nodes as a ``redis+cluster://`` URL, password masked."""
         hosts = ",".join(_host_and_port(*address) for address in self.nodes)
-        userinfo = _masked_userinfo(self.masked_kwargs())
-        return f"{self._scheme('+cluster')}://{userinfo}{hosts}"
+        return f"{self._scheme('+cluster')}://{self._userinfo()}{hosts}"
 
     def create_client(self) -> t.Any:
         """Build the client. Unlike other clients, a sync cluster client
         connects here: it asks the startup nodes which node serves which keys.
         An asyncio one asks at its first command."""
-        cluster = importlib.import_module(
-            f"redis{'.asyncio' * self.is_asyncio}.cluster"
-        )
-        nodes = [cluster.ClusterNode(host, port) for host, port in self.nodes]
+        module = "redis.asyncio.cluster" if self.is_asyncio else "redis.cluster"
+        node_class = importlib.import_module(module).ClusterNode
+        nodes = [node_class(host, port) for host, port in self.nodes]
         client = self.client_class(startup_nodes=nodes, **self.kwargs)
         retry = _at_most_once(getattr(client, "retry", None))
         if retry is not None and "retry" not in self.kwargs:  # the client's own
@@ -707,6 +692,11 @@ _QUERY_SECRET = re.compile(
     r"[?&][^=&#]*(?:password|secret|token)[^=&#]*=(?P<value>(?:[^&]|&(?![^&=#]*=))*)",
     re.IGNORECASE,
 )
+# The userinfo ends at the last "@": passwords may contain unescaped "@" and "/",
+# which urlsplit would misread. Its password follows its first ":"; without one,
+# it is masked whole. A "?password=" value with an "@" reads as userinfo too:
+# masking both readings hides it either way.
+_USERINFO_SECRET = re.compile(r"(?:.*?://)?(?:[^:]*:)?(?P<value>.*)@", re.DOTALL)
 _MASK = "***"
 
 
@@ -718,17 +708,9 @@ def mask_url(url: str) -> str:
     Password query options (``?password=…``) are masked too.
     """
     secrets = [match.span("value") for match in _QUERY_SECRET.finditer(url)]
-    # The userinfo ends at the last "@": passwords may contain unescaped "@"
-    # and "/", which urlsplit would misread. A "?password=" value with an "@"
-    # reads as userinfo too: masking both readings hides it either way.
-    head, at, _ = url.rpartition("@")
-    scheme, separator, userinfo = head.partition("://")
-    if not separator:  # no scheme: "user:password@host"
-        scheme, userinfo = "", head
-    if at:
-        username, colon, _ = userinfo.partition(":")
-        start = len(scheme) + len(separator) + (len(username) + 1 if colon else 0)
-        secrets.append((start, len(head)))
+    userinfo = _USERINFO_SECRET.match(url)
+    if userinfo:
+        secrets.append(userinfo.span("value"))
     shown, end = [], 0
     for start, stop in sorted(secrets):
         if start >= end:  # not within the last secret
@@ -750,9 +732,8 @@ def _show(name: str, value: object) -> str:
 
 
 def _masked_text(text: str, *secrets: object) -> str:
-    """*text*, which quotes redis-py or a server, without the *secrets*: the
-    passwords of settings (the sentinels' included) or of keyword arguments,
-    or passwords."""
+    """*text*, which quotes redis-py or a server, without the *secrets*:
+    passwords, or those of keyword arguments or settings (sentinels' too)."""
     for secret in secrets:
         if isinstance(secret, ClientSettings):
             sentinel_kwargs = getattr(secret, "sentinel_kwargs", {})
@@ -763,14 +744,6 @@ def _masked_text(text: str, *secrets: object) -> str:
         elif isinstance(secret, str) and secret:
             text = text.replace(secret, _MASK)
     return text
-
-
-def _masked_userinfo(masked: Mapping[str, t.Any]) -> str:
-    """``user:***@`` for a URL, from :meth:`ClientSettings.masked_kwargs`."""
-    username = masked.get("username")
-    userinfo = username if username == _MASK else quote(username or "", safe="")
-    userinfo += f":{_MASK}" if masked.get("password") else ""
-    return f"{userinfo}@" if userinfo else ""
 
 
 def _is_asyncio(client_class: object) -> bool:
