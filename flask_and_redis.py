@@ -789,9 +789,8 @@ _OWN_KEYS = (
     *("RECORD_COMMANDS", "SERVER_TIMING", "CLUSTER", "CLUSTER_NODES", "SENTINELS"),
     *("SENTINEL_MASTER", "SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_OPTIONS"),
 )
-# The keywords that say where to connect, and the way each says it. The
-# sentinels and cluster nodes are no client keywords: they come from
-# <prefix>_SENTINELS, <prefix>_CLUSTER_NODES or a URL that lists hosts.
+# The keywords that say where to connect, and the way each says it (the sentinels
+# and cluster nodes, no client keywords, come from their keys or a URL's hosts).
 _TRANSPORTS = {
     "sentinels": "sentinel",
     "cluster_nodes": "cluster",
@@ -873,9 +872,7 @@ def client_settings_from_config(
         if name not in kwargs and value is not None:
             kwargs[name], sources[name] = value, "default"
     pool = _connection_pool(config, prefix, client_class, keywords, sources, topology)
-    sentinels, nodes = [
-        kwargs.pop(name, None) for name in ("sentinels", "cluster_nodes")
-    ]
+    sentinels, nodes = kwargs.pop("sentinels", None), kwargs.pop("cluster_nodes", None)
     common: dict[str, t.Any] = {"prefix": prefix, "client_class": client_class}
     common.update(kwargs=kwargs, sources={name: sources[name] for name in kwargs})
     if topology == "sentinel":
@@ -1049,13 +1046,10 @@ def _transport(values: list[tuple[str, object, str]]) -> str | None:
             what = f"the {name.replace('_', ' ')}"  # the sentinels, the cluster nodes
             if name == "unix_socket_path":
                 what = f"the unix socket {value!r}"
-            place = _place(other_source, other)
-            raise _invalid(
-                place,
-                other_value,
-                f"cannot be combined with {what} from {_place(source, name)}:"
-                f" {_ONE_TRANSPORT[_TRANSPORTS[name]]}. Remove one of them.",
-            )
+            why = _ONE_TRANSPORT[_TRANSPORTS[name]]
+            problem = f"cannot be combined with {what} from {_place(source, name)}"
+            problem += f": {why}. Remove one of them."
+            raise _invalid(_place(other_source, other), other_value, problem)
     return _TRANSPORTS[named[0][0]] if named else None
 
 
@@ -1128,7 +1122,7 @@ def _checked(
             " _CONNECTION_POOL_CLASS key).",
         )
     default = keywords.get(name) if keywords else None
-    kind, accepted, check = _RULES.get(name, (type(default), "", _given))
+    kind, accepted, check = _RULES.get(name, (type(default), "", _any))
     if kind not in _ACCEPTED and name not in _RULES:
         return value  # an object, taken as it is
     if isinstance(value, str) and value.strip().lower() in _NONE:
@@ -1136,7 +1130,7 @@ def _checked(
             value = None  # as the environment says None
     try:
         if value is None:
-            valid = default is None or check(None)
+            valid = default is None or (name in _RULES and check(None))
         else:
             value = _convert(kind, value)
             valid = check(value)
@@ -1187,9 +1181,8 @@ def _to_enum(value: object) -> object:
 
 
 def _is_host(host: str) -> bool:
-    """An IP address, or a host name as DNS spells one: labels of 1 to 63
-    letters, digits, '-' or '_'. No credentials or URL, which ClientSettings.url
-    would show in reprs, logs and the CLI."""
+    """An IP address, or a host name as DNS spells one (labels of 1 to 63 letters,
+    digits, '-' or '_'): no URL or credentials, which ClientSettings.url shows."""
     try:
         return bool(ipaddress.ip_address(host))
     except ValueError:
@@ -1209,10 +1202,6 @@ def _is_path(path: str) -> bool:
 
 def _any(value: object) -> bool:
     return True
-
-
-def _given(value: object) -> bool:
-    return value is not None
 
 
 def _seconds(seconds: float | None) -> bool:
