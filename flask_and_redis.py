@@ -1016,11 +1016,10 @@ def _socket_path(value: object, key: str) -> str | None:
         return value
     parts = urlsplit(value)
     if parts.netloc or parts.query or parts.fragment:
-        raise _invalid(
+        raise ConfigurationError(
             key,
-            value,
-            "is not a plain socket path; a unix URL with credentials or options"
-            " goes in the _URL key.",
+            f"{_show(key, value)} is not a plain socket path; a unix URL with"
+            " credentials or options goes in the _URL key.",
         )
     return unquote(parts.path)
 
