@@ -756,17 +756,14 @@ def _host_and_port(host: str, port: int | None = None) -> str:
 
 # == 3. Reading the config ======================================================
 
-# Keys of a prefix that are not client keywords; the last four are for the
-# connections to the sentinels.
+# Keys of a prefix that are not client keywords; the last four are Sentinel's.
 _OWN_KEYS = (
     *("URL", "CLASS", "OPTIONS", "CONNECTION_POOL_CLASS", "CONNECTION_POOL_TIMEOUT"),
     *("RECORD_COMMANDS", "SERVER_TIMING", "CLUSTER", "CLUSTER_NODES", "SENTINELS"),
-    "SENTINEL_MASTER",
-    *("SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_OPTIONS"),
+    *("SENTINEL_MASTER", "SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_OPTIONS"),
 )
-# The keywords that say where to connect, and the way each says it. The
-# sentinels and cluster nodes are no client keywords: they come from
-# <prefix>_SENTINELS, <prefix>_CLUSTER_NODES or a URL that lists hosts.
+# The keywords that say where to connect, and the way each says it (the sentinels
+# and cluster nodes, no client keywords, come from their keys or a URL's hosts).
 _TRANSPORTS = {
     "sentinels": "sentinel",
     "cluster_nodes": "cluster",
@@ -816,9 +813,8 @@ def client_settings_from_config(
         config, prefix, url, defaults or {}, named, keywords, client_class
     )
     _check_tls(kwargs, sources, url, prefix)
-    sync = _is_subclass(client_class, "redis.client", "Redis")
-    if kwargs.get("single_connection_client") and sync:
-        # redis.Redis connects its single connection as it is built.
+    single = kwargs.get("single_connection_client")
+    if single and _is_subclass(client_class, "redis.client", "Redis"):
         raise ConfigurationError(
             _place(sources["single_connection_client"], "single_connection_client"),
             f"True makes {_class_name(client_class)} connect when it is built,"
@@ -834,38 +830,33 @@ def client_settings_from_config(
         ours["ssl_check_hostname"] = True
     if keywords is not None:
         ours["retry"] = _at_most_once(keywords.get("retry"))
-    if keywords is not None and "driver_info" in keywords:
         # redis-py 8 looks its own version up (importlib.metadata) for each
         # client it builds unless told: ~1 ms, here paid once per init_app.
-        if not {"driver_info", "lib_name", "lib_version"} & set(kwargs):
+        told = {"driver_info", "lib_name", "lib_version"} & set(kwargs)
+        if "driver_info" in keywords and not told:
             from redis.driver_info import DriverInfo
 
             ours["driver_info"] = DriverInfo()
-    if keywords is not None and "redis_connect_func" in keywords:
-        if topology != "cluster":  # whose client has a handshake of its own
-            asynchronous = _is_asyncio(client_class)
-            handshake = _async_handshake if asynchronous else _handshake
+        # (A cluster client has a handshake of its own.)
+        if "redis_connect_func" in keywords and topology != "cluster":
+            handshake = _async_handshake if _is_asyncio(client_class) else _handshake
             ours["redis_connect_func"] = _Handshake(handshake, prefix)
     for name, value in ours.items():
         if name not in kwargs and value is not None:
             kwargs[name], sources[name] = value, "default"
     pool = _connection_pool(config, prefix, client_class, keywords, sources, topology)
-    addresses = {
-        name: kwargs.pop(name, None) for name in ("sentinels", "cluster_nodes")
-    }
+    sentinels, nodes = kwargs.pop("sentinels", None), kwargs.pop("cluster_nodes", None)
     common: dict[str, t.Any] = {"prefix": prefix, "client_class": client_class}
-    common["kwargs"] = kwargs
-    common["sources"] = {name: sources[name] for name in kwargs}
+    common.update(kwargs=kwargs, sources={name: sources[name] for name in kwargs})
     if topology == "sentinel":
         return SentinelSettings(
             **common,
             service_name=_service_name(config, prefix, url),
-            sentinels=addresses["sentinels"],
+            sentinels=sentinels,
             sentinel_kwargs=_sentinel_kwargs(config, prefix, kwargs),
         )
     if topology == "cluster":
-        nodes = _cluster_nodes(kwargs, sources, addresses["cluster_nodes"])
-        return ClusterSettings(**common, nodes=nodes)
+        return ClusterSettings(**common, nodes=_cluster_nodes(kwargs, sources, nodes))
     return ClientSettings(
         **common, connection_pool_class=pool[0], connection_pool_kwargs=pool[1]
     )
@@ -880,28 +871,28 @@ def _client_kwargs(
     keywords: Mapping[str, t.Any] | None,
     client_class: Callable[..., t.Any],
 ) -> tuple[dict[str, t.Any], dict[str, str]]:
-    """The client's keyword arguments, and where each came from: one pass
-    over the sources, lowest first -- keyword arguments in code,
-    ``<prefix>_OPTIONS``, the discrete keys, the URL -- checking each value.
-    A source that says where to connect (the sentinels, the cluster nodes, a
-    socket path, or a host and port) drops what lower ones said of another
-    way to connect."""
+    """The client's keyword arguments, and where each came from: one pass over
+    the sources, lowest first (code, ``<prefix>_OPTIONS``, the discrete keys,
+    the URL), checking each value. A source that says where to connect drops
+    what lower ones said of another way to connect."""
     options_key, url_key = f"{prefix}_OPTIONS", f"{prefix}_URL"
     options = _mapping(config, options_key, "{'socket_timeout': 5}")
+    try:  # redis.Redis's keywords are keys of every prefix, which a class that
+        # does not take them refuses (and a cluster client that would drop them)
+        redis_keywords = _keywords(_default_client_class())[0]
+    except ImportError:  # a custom provider, without redis-py
+        redis_keywords = {}
     url_values = []
     if url is not None:
         url_values = [(name, value, url_key) for name, value in url.kwargs.items()]
         if url.scheme.startswith("rediss"):
             url_values.append(("ssl", True, url_key))
-        if url.nodes:
-            name = "sentinels" if url.topology == "sentinel" else "cluster_nodes"
-            url_values.append((name, url.nodes, url_key))
     kwargs: dict[str, t.Any] = {}
     sources: dict[str, str] = {}
     for values in (
         [(name, value, "code") for name, value in defaults.items()],
         [(name, value, options_key) for name, value in options.items()],
-        _key_values(config, prefix, {*named, *_RULES, *_redis_keywords()}),
+        _key_values(config, prefix, {*named, *_RULES, *redis_keywords}),
         url_values,
     ):
         transport = _transport(values)
@@ -915,15 +906,6 @@ def _client_kwargs(
     return kwargs, sources
 
 
-def _redis_keywords() -> dict[str, t.Any]:
-    """redis.Redis's keywords: keys of every prefix, which a class that does
-    not take them refuses (and a cluster client that would drop them)."""
-    try:
-        return _keywords(_default_client_class())[0]
-    except ImportError:  # a custom provider, without redis-py
-        return {}
-
-
 def _place(source: str, name: str) -> str:
     """Where a keyword's value was set, as errors name it: the config key,
     ``REDIS_OPTIONS['name']``, or ``keyword argument 'name'`` in code."""
@@ -932,6 +914,11 @@ def _place(source: str, name: str) -> str:
     if source.endswith("_OPTIONS") and not source.endswith(f"_{name.upper()}"):
         return f"{source}[{name!r}]"
     return source
+
+
+def _invalid(key: str, value: object, problem: str) -> ConfigurationError:
+    """The error for the *value* of *key*, shown (masked) before its *problem*."""
+    return ConfigurationError(key, f"{_show(key, value)} {problem}")
 
 
 def _mapping(
@@ -979,18 +966,13 @@ def _key_values(
         if key not in config:
             continue
         value = config[key]
-        if (
-            name == "host"
-            and isinstance(value, str)
-            and value.startswith(("/", "unix:", "file:"))
-        ):
-            name, value = "unix_socket_path", _socket_path(value, key)
-            if f"{prefix}_UNIX_SOCKET_PATH" in config:
-                raise ConfigurationError(
-                    f"{prefix}_UNIX_SOCKET_PATH",
-                    f"{_show(key, config[f'{prefix}_UNIX_SOCKET_PATH'])} and {key}"
-                    " both name the socket path; keep one of them.",
-                )
+        path = _socket_path(value, key) if name == "host" else None
+        if path is not None:
+            name, value = "unix_socket_path", path
+            socket_key = f"{prefix}_UNIX_SOCKET_PATH"
+            if socket_key in config:
+                problem = f"and {key} both name the socket path; keep one of them."
+                raise _invalid(socket_key, config[socket_key], problem)
         values.append((name, value, key))
     for name, default_port in (("sentinels", 26379), ("cluster_nodes", 6379)):
         key = f"{prefix}_{name.upper()}"
@@ -999,11 +981,13 @@ def _key_values(
     return values
 
 
-def _socket_path(value: str, key: str) -> str:
-    """The path of a unix socket in ``<prefix>_HOST``: a path, or a URL."""
-    parts = urlsplit(value)
+def _socket_path(value: object, key: str) -> str | None:
+    """The unix socket path that ``<prefix>_HOST`` may give, as a path or URL."""
+    if not isinstance(value, str) or not value.startswith(("/", "unix:", "file:")):
+        return None
     if "://" not in value:
         return value
+    parts = urlsplit(value)
     if parts.netloc or parts.query or parts.fragment:
         raise ConfigurationError(
             key,
@@ -1013,21 +997,11 @@ def _socket_path(value: str, key: str) -> str:
     return unquote(parts.path)
 
 
-# What to call the way to connect a source names first, and why a client
-# takes only one.
+# Why a client takes one way to connect only, by the way a source names first.
 _ONE_TRANSPORT = {
-    "sentinel": (
-        "the sentinels",
-        "with Sentinel, the sentinels tell the client where the master is",
-    ),
-    "cluster": (
-        "the cluster nodes",
-        "a cluster client starts from the nodes of one list",
-    ),
-    "unix": (
-        "the unix socket",
-        "a client connects either to a socket path or to a host and port",
-    ),
+    "sentinel": "with Sentinel, the sentinels tell the client where the master is",
+    "cluster": "a cluster client starts from the nodes of one list",
+    "unix": "a client connects either to a socket path or to a host and port",
 }
 
 
@@ -1041,14 +1015,13 @@ def _transport(values: list[tuple[str, object, str]]) -> str | None:
     for other, other_value, other_source in named:
         name, value, source = named[0]
         if _TRANSPORTS[other] != _TRANSPORTS[name]:
-            what, why = _ONE_TRANSPORT[_TRANSPORTS[name]]
-            what += f" {value!r}" if name == "unix_socket_path" else ""
-            place = _place(other_source, other)
-            raise ConfigurationError(
-                place,
-                f"{_show(place, other_value)} cannot be combined with {what} from"
-                f" {_place(source, name)}: {why}. Remove one of them.",
-            )
+            what = f"the {name.replace('_', ' ')}"  # the sentinels, the cluster nodes
+            if name == "unix_socket_path":
+                what = f"the unix socket {value!r}"
+            why = _ONE_TRANSPORT[_TRANSPORTS[name]]
+            problem = f"cannot be combined with {what} from {_place(source, name)}"
+            problem += f": {why}. Remove one of them."
+            raise _invalid(_place(other_source, other), other_value, problem)
     return _TRANSPORTS[named[0][0]] if named else None
 
 
@@ -1058,30 +1031,30 @@ def _check_tls(
     url: _ParsedURL | None,
     prefix: str,
 ) -> None:
-    """TLS only where a connection can use it, and TLS options only with TLS."""
+    """TLS only where a connection can use it, and TLS options only with TLS.
+    Keyword arguments in code are defaults: the config's plain URL or socket
+    turns their TLS off."""
     # redis://, redis+sentinel:// and redis+cluster:// all mean no TLS.
     plain_url = url is not None and url.scheme.partition("+")[0] == "redis"
     if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
         if sources["ssl"] == "code":
-            # Keyword arguments in code are defaults: the config's plain URL
-            # or socket turns their TLS off.
             del kwargs["ssl"], sources["ssl"]
         else:
-            where = "the client connects through a unix socket, which does not"
+            where = "the client connects through a unix socket, which has no TLS"
             advice = "connect to a host and port"
-            if url is not None and plain_url:
-                where = f"{prefix}_URL uses {url.scheme}://, which means no"
+            if plain_url and url is not None:
+                where = f"{prefix}_URL uses {url.scheme}://, which means no TLS"
                 advice = f"use a rediss{url.scheme[5:]}:// URL"
             raise ConfigurationError(
                 _place(sources["ssl"], "ssl"),
-                f"TLS is on, but {where} TLS; {advice}, or turn TLS off.",
+                f"TLS is on, but {where}; {advice}, or turn TLS off.",
             )
     for name, value in kwargs.items() if not kwargs.get("ssl") else ():
         if name.startswith("ssl_") and value is not None and sources[name] != "code":
             raise ConfigurationError(
                 _place(sources[name], name),
-                f"TLS options are set but TLS is off; set {prefix}_SSL = True or"
-                " use a rediss:// URL, or remove this option.",
+                f"TLS options are set but TLS is off; set {prefix}_SSL = True or use a"
+                " rediss:// URL, or remove this option.",
             )
 
 
@@ -1110,11 +1083,9 @@ def _checked(
             + (f"; did you mean {hint[0]!r}?" if hint else ".")
             + f"{why} Its keyword arguments are documented in help({class_name}).",
         )
-    shown = (
-        f"the option {name}={_show(name, value)}"
-        if source.endswith("_URL")
-        else _show(name, value)
-    )
+    shown = _show(name, value)
+    if source.endswith("_URL"):
+        shown = f"the option {name}={shown}"
     if isinstance(value, str) and name in _OBJECT_KEYWORDS:
         raise ConfigurationError(
             place,
@@ -1123,7 +1094,7 @@ def _checked(
             " _CONNECTION_POOL_CLASS key).",
         )
     default = keywords.get(name) if keywords else None
-    kind, accepted, check = _RULES.get(name, (type(default), "", _given))
+    kind, accepted, check = _RULES.get(name, (type(default), "", _any))
     if kind not in _ACCEPTED and name not in _RULES:
         return value  # an object, taken as it is
     if isinstance(value, str) and value.strip().lower() in _NONE:
@@ -1131,11 +1102,11 @@ def _checked(
             value = None  # as the environment says None
     try:
         if value is None:
-            valid = default is None or check(None)
+            valid = default is None or (name in _RULES and check(None))
         else:
             value = _convert(kind, value)
             valid = check(value)
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, LookupError):  # LookupError: codecs
         valid = False
     if not valid:
         accepted = accepted or _ACCEPTED[kind]
@@ -1143,11 +1114,9 @@ def _checked(
     return value
 
 
-_TRUE, _FALSE, _NONE = (
-    ("1", "true", "yes", "on", "y", "t"),
-    ("0", "false", "no", "off", "n", "f"),
-    ("", "none", "null"),
-)
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_FALSE = ("0", "false", "no", "off", "n", "f")
+_NONE = ("", "none", "null")
 
 
 def _convert(kind: t.Any, value: object) -> t.Any:
@@ -1184,9 +1153,8 @@ def _to_enum(value: object) -> object:
 
 
 def _is_host(host: str) -> bool:
-    """An IP address, or a host name as DNS spells one: labels of 1 to 63
-    letters, digits, '-' or '_'. No credentials or URL, which ClientSettings.url
-    would show in reprs, logs and the CLI."""
+    """An IP address, or a host name as DNS spells one (labels of 1 to 63 letters,
+    digits, '-' or '_'): no URL or credentials, which ClientSettings.url shows."""
     try:
         return bool(ipaddress.ip_address(host))
     except ValueError:
@@ -1196,20 +1164,8 @@ def _is_host(host: str) -> bool:
     except UnicodeError:
         return False
     label = r"(?!-)[\w-]{1,63}(?<!-)"
-    return len(name) <= 253 and bool(
-        re.fullmatch(rf"{label}(\.{label})*\.?", name, re.A)
-    )
-
-
-def _is_known(use: Callable[[str], object]) -> Callable[[str], bool]:
-    def is_known(name: str) -> bool:  # a text encoding, or an error handler
-        try:
-            use(name)
-        except LookupError:
-            return False
-        return True
-
-    return is_known
+    host_name = re.fullmatch(rf"{label}(\.{label})*\.?", name, re.A)
+    return len(name) <= 253 and host_name is not None
 
 
 def _is_path(path: str) -> bool:
@@ -1218,10 +1174,6 @@ def _is_path(path: str) -> bool:
 
 def _any(value: object) -> bool:
     return True
-
-
-def _given(value: object) -> bool:
-    return value is not None
 
 
 def _seconds(seconds: float | None) -> bool:
@@ -1234,19 +1186,13 @@ _ACCEPTED = {
     float: "a number",
     str: "a string",
 }
-_TEXT = (str, "a string, or None", _any)
-_FILE = (_to_path, "the path of an existing file", os.path.isfile)
-_SECONDS = (
-    float,
-    "a number of seconds greater than 0, or None (up to a day)",
-    _seconds,
-)
+_TEXT = str, "a string, or None", _any
+_FILE = _to_path, "the path of an existing file", os.path.isfile
+_SECONDS = float, "a number of seconds greater than 0, or None (up to a day)", _seconds
 
-# How to read the client keywords whose default does not say (None, or an
-# int for seconds), what each accepts, and the checks of values that
-# redis-py takes without a word or refuses only at the first command. Other
-# keywords are read as the type of their default; None is accepted where
-# the default is None.
+# How to read the keywords whose default does not say (None, or an int for
+# seconds), what each accepts, and checks redis-py would skip or make only at the
+# first command. Others are read as their default's type, None where it is None.
 _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
     "host": (
         str,
@@ -1259,8 +1205,7 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
     "unix_socket_path": (str, "the path of a unix socket", _is_path),
     **dict.fromkeys(("username", "password", "client_name", "ssl_password"), _TEXT),
     **dict.fromkeys(("lib_name", "lib_version", "ssl_ca_data", "ssl_ciphers"), _TEXT),
-    "socket_timeout": _SECONDS,
-    "socket_connect_timeout": _SECONDS,
+    **dict.fromkeys(("socket_timeout", "socket_connect_timeout"), _SECONDS),
     "socket_keepalive": (bool, _ACCEPTED[bool], _any),
     "socket_read_size": (
         int,
@@ -1282,11 +1227,15 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
         "2 or 3 (the RESP protocol version), or None for the client's default",
         lambda version: version in (None, 2, 3),
     ),
-    "encoding": (str, "a codec name such as 'utf-8'", _is_known("".encode)),
+    "encoding": (
+        str,
+        "a codec name such as 'utf-8'",
+        lambda name: isinstance("".encode(name), bytes),  # a text encoding
+    ),
     "encoding_errors": (
         str,
         "an error handler such as 'strict' or 'replace'",
-        _is_known(codecs.lookup_error),
+        lambda name: callable(codecs.lookup_error(name)),
     ),
     **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"), _FILE),
     "ssl_ca_path": (
@@ -1333,54 +1282,40 @@ _URL_EXPECTED = (
 @dataclass(frozen=True)
 class _ParsedURL:
     scheme: str
-    kwargs: dict[str, object]  # client keywords; query values still as text
-    # The addresses of the sentinels or cluster nodes of a multi-host URL.
-    nodes: tuple[tuple[str, int], ...] = ()
+    # Client keywords (query values still as text), and "sentinels" or
+    # "cluster_nodes": the addresses of a multi-host URL.
+    kwargs: dict[str, object]
+    topology: str | None = None  # "sentinel" or "cluster" for those URLs
     service_name: str | None = None  # the master named by a Sentinel URL
-
-    @property
-    def topology(self) -> str | None:
-        """``"sentinel"`` or ``"cluster"`` for those URLs, else ``None``."""
-        return self.scheme.partition("+")[2] or None
 
 
 def _parse_url(url: object, key: str) -> _ParsedURL:
     """Split a Redis URL into client keyword arguments, as redis-py's
     ``parse_url`` does (``?db=`` wins over the path; all percent-decoded), but
     reporting every problem, and tolerating a trailing slash (``/12/``)."""
+    invalid = functools.partial(_invalid, key, url)
     if not isinstance(url, str) or not url.strip():
-        raise ConfigurationError(
-            key, f"{_show(key, url)} is not a URL; {_URL_EXPECTED}."
-        )
+        raise invalid(f"is not a URL; {_URL_EXPECTED}.")
     _check_url_is_unambiguous(url, key)
     try:
         parts = urlsplit(url.strip())
     except ValueError:  # its message may quote the password
-        raise ConfigurationError(
-            key, f"{_show(key, url)} cannot be parsed; {_URL_EXPECTED}."
-        ) from None
+        raise invalid(f"cannot be parsed; {_URL_EXPECTED}.") from None
     scheme = parts.scheme.lower()
     if scheme not in _URL_SCHEMES:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has the scheme {scheme + '://' if scheme else 'none'};"
-            f" {_URL_EXPECTED}.",
-        )
+        named = f"{scheme}://" if scheme else "none"
+        raise invalid(f"has the scheme {named}; {_URL_EXPECTED}.")
     try:  # a list of hosts has no single port: each is read on its own
         port = None if "+" in scheme else parts.port
     except ValueError:
         port = 0
     if port == 0:
-        raise ConfigurationError(
-            key, f"{_show(key, url)} has an invalid port; expected {_RULES['port'][1]}."
-        )
+        raise invalid(f"has an invalid port; expected {_RULES['port'][1]}.")
     if any("=" not in item for item in parts.query.split("&") if item):
         # Most likely the rest of a password with an unescaped "&": unnamed.
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has a query option without a value; write"
-            " options as name=value, and percent-encode an '&' in a password"
-            " as %26.",
+        raise invalid(
+            "has a query option without a value; write options as name=value, and"
+            " percent-encode an '&' in a password as %26."
         )
     kwargs: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -1392,10 +1327,9 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
     path = unquote(parts.path)
     if scheme == "unix":
         if parts.hostname or port is not None or not path.startswith("/"):
-            raise ConfigurationError(
-                key,
-                f"{_show(key, url)} has no absolute socket path; a unix URL has"
-                " three slashes before the path: 'unix:///run/redis.sock'.",
+            raise invalid(
+                "has no absolute socket path; a unix URL has three slashes before"
+                " the path: 'unix:///run/redis.sock'."
             )
         kwargs["unix_socket_path"] = path
         return _ParsedURL(scheme, kwargs)
@@ -1404,11 +1338,9 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
     service_name = segments.pop(0) if topology == "sentinel" and segments else None
     if len(segments) > 1 or (segments and not segments[0].isdigit()):
         expected = {"sentinel": "/master_name[/db]", "cluster": "/0, or none"}
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has the path {mask_url(path)!r}; the path of a"
-            f" {scheme}:// URL is"
-            f" {expected.get(topology, 'a database number such as /0')}.",
+        raise invalid(
+            f"has the path {mask_url(path)!r}; the path of a {scheme}:// URL is"
+            f" {expected.get(topology, 'a database number such as /0')}."
         )
     if segments:
         kwargs.setdefault("db", segments[0])
@@ -1423,43 +1355,35 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         hosts = parts.netloc.rpartition("@")[2].split(",")
         nodes = tuple(_address(unquote(host), default_port) for host in hosts)
     except ValueError:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} does not list its hosts as host[:port], separated by"
-            f" commas; {_URL_EXPECTED}.",
+        raise invalid(
+            "does not list its hosts as host[:port], separated by commas;"
+            f" {_URL_EXPECTED}."
         ) from None
-    return _ParsedURL(scheme, kwargs, nodes, service_name)
+    kwargs["sentinels" if topology == "sentinel" else "cluster_nodes"] = nodes
+    return _ParsedURL(scheme, kwargs, topology, service_name)
 
 
 def _check_url_is_unambiguous(url: str, key: str) -> None:
+    invalid = functools.partial(_invalid, key, url)
     # Without "//", urlsplit reads no host, and takes credentials for part
     # of the path ("redis:/:password@host/0").
-    scheme, colon, rest = url.strip().partition(":")
+    _, colon, rest = url.strip().partition(":")
     if not colon or not rest.startswith("//"):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} does not begin with a scheme and '://';"
-            f" {_URL_EXPECTED}.",
-        )
-    # mask_url takes all up to the last "@" for the userinfo, and urlsplit
-    # ends the host at the first "/", "?" or "#", and the query at a "#".
-    # Read both ways, an unescaped "/" or "#" in a password would make part
-    # of it the path or a fragment, connecting elsewhere or with half of the
-    # password, and showing the rest in messages.
+        raise invalid(f"does not begin with a scheme and '://'; {_URL_EXPECTED}.")
+    # mask_url ends the userinfo at the last "@", urlsplit the host at the
+    # first "/", "?" or "#": an unescaped one in a password would connect
+    # elsewhere or with part of it, and show the rest in messages.
     userinfo, at, _ = rest[2:].rpartition("@")
     if at and any(char in userinfo for char in "/?#"):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has an '@' after a '/', '?' or '#', so where its"
-            " password ends is unclear. Percent-encode the user name and the"
-            " password (urllib.parse.quote(password, safe='')), and any other"
-            " '@' as %40.",
+        raise invalid(
+            "has an '@' after a '/', '?' or '#', so where its password ends is"
+            " unclear. Percent-encode the user name and the password"
+            " (urllib.parse.quote(password, safe='')), and any other '@' as %40."
         )
     if "#" in rest:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, url)} has a '#', which Redis URLs do not use; in a"
-            " password or another value, percent-encode it as %23.",
+        raise invalid(
+            "has a '#', which Redis URLs do not use; in a password or another"
+            " value, percent-encode it as %23."
         )
 
 
