@@ -2468,10 +2468,8 @@ class LoopLocalClient(_Binding):
             logger.debug("%s: closed the client of event loop %#x", prefix, id(loop))
 
     def __getattr__(self, name: str) -> t.Any:
-        if name.startswith("_"):
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute {name!r}"
-            )
+        if name.startswith("_"):  # its own, asked for before __init__ by copy
+            raise AttributeError(name)
         return getattr(self.client, name)
 
     def __repr__(self) -> str:
@@ -2863,12 +2861,8 @@ def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
 
         def describe(_: object) -> tuple[str, tuple[t.Any, ...]]:
             # Read as it is called: the pipeline empties its stack as it runs.
-            stack = [
-                getattr(entry, "args", None) or entry[0] for entry in _queued(pipe)
-            ]
-            return "PIPELINE", tuple(
-                (name, *args) for name, args in map(_masked, stack)
-            )
+            masked = map(_masked, _queued(pipe))
+            return "PIPELINE", tuple((name, *args) for name, args in masked)
 
         pipe.execute = _recorded(pipe.execute, prefix, describe, asynchronous)
         return pipe
@@ -2890,11 +2884,12 @@ def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
 
 
 def _queued(pipe: t.Any) -> list[t.Any]:
-    """The commands a pipeline has queued, wherever redis-py keeps them."""
+    """The arguments of each command a pipeline queued, wherever redis-py keeps them."""
     for holder in (pipe, getattr(pipe, "_execution_strategy", None)):
         for name in ("command_stack", "command_queue", "_command_queue"):
-            if getattr(holder, name, None):
-                return list(getattr(holder, name))
+            queued = getattr(holder, name, None)
+            if queued:
+                return [getattr(entry, "args", None) or entry[0] for entry in queued]
     return []
 
 
@@ -2920,10 +2915,10 @@ def _recorded(
         if context is None or _NOT_RECORDING.get():
             return None
         try:
-            return t.cast(list[tuple[t.Any, ...]], context.g._redis_commands)
+            listed = context.g._redis_commands
         except AttributeError:
-            context.g._redis_commands = []
-            return t.cast(list[tuple[t.Any, ...]], context.g._redis_commands)
+            listed = context.g._redis_commands = []
+        return t.cast(list[tuple[t.Any, ...]], listed)
 
     if asynchronous:
 
