@@ -2430,7 +2430,8 @@ class LoopLocalClient(_Binding):
             logger.warning(
                 "%s: event loop %#x was closed without loop.shutdown_asyncgens(),"
                 " so its client is dropped unclosed. Run event loops with"
-                " asyncio.run() or asyncio.Runner.",
+                " asyncio.run() or asyncio.Runner, or call shutdown_asyncgens()"
+                " before close().",
                 settings.prefix,
                 id(closed),
             )
