@@ -2257,13 +2257,9 @@ class LoopLocalClient(_Binding):
     them. So for an asyncio client class (``<prefix>_CLASS =
     "redis.asyncio.Redis"``) every event loop gets a client of its own (and,
     with Sentinel, a replica client), built from the same
-    :class:`ClientSettings` on first use in that loop, reused for as long as
-    the loop runs, and closed, with its connections, when the loop shuts down
-    (``loop.shutdown_asyncgens()``, which ``asyncio.run()`` calls). The client
-    of a loop closed without shutting down is dropped, unclosed, when the next
-    loop's client is built. Flask's async views all run in one loop, which
-    runs until the process exits (see :doc:`async`), so their connections are
-    reused; :meth:`close` closes its clients sooner.
+    :class:`ClientSettings` on first use in that loop, and closed when the
+    loop shuts down (``loop.shutdown_asyncgens()``, which ``asyncio.run()``
+    calls): see :doc:`async`.
 
     It stands in ``app.extensions["redis"][prefix]`` where a sync prefix
     has its client, and hands attribute lookups on to the running loop's
@@ -2277,9 +2273,7 @@ class LoopLocalClient(_Binding):
     def __init__(self, settings: ClientSettings) -> None:
         #: The settings each loop's client is built from.
         self.settings = settings
-        # A plain dict: weak keys would not let a loop go, since the values
-        # refer to it. An entry leaves when its loop shuts down, or once the
-        # loop is found closed without shutting down.
+        # Not weak keys: the values refer to their loop, and would keep it.
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
 
     @property
@@ -2297,14 +2291,11 @@ class LoopLocalClient(_Binding):
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the clients of the event loops that are running, each in its
-        loop, and wait for them up to *timeout* seconds. The loop of Flask's
+        loop, and wait for them up to *timeout* seconds (the caller's own
+        loop's closes, unwaited for, once given back). The loop of Flask's
         async views runs until the process exits, and its clients with it: a
-        test suite that drops its apps closes them with this. (A dropped
-        app's are not closed by the garbage collector: the callbacks of
-        asyncio connections hold the context they were opened in, and with
-        it the app.) The running loop's client is closed once the caller
-        gives the loop back, unwaited for; that of a loop not running, when
-        the loop shuts down.
+        test suite that drops its apps closes them with this (see
+        :ref:`async-testing`).
 
         .. versionadded:: 2.0
         """
@@ -2326,48 +2317,40 @@ class LoopLocalClient(_Binding):
                 " it in an async view or a coroutine ('await redis.get(...)'); for"
                 " sync code, configure another prefix with a sync client class."
             )
-        clients = self._clients.get(loop)
-        return clients if clients is not None else self._open(loop)
+        return self._clients.get(loop) or self._open(loop)
 
     def _open(self, loop: asyncio.AbstractEventLoop) -> _LoopClients:
+        settings = self.settings
         for closed in [closed for closed in list(self._clients) if closed.is_closed()]:
-            # Closed without shutdown_asyncgens(), so its client could not be
-            # closed: closing asyncio transports needs their loop. Let go of
-            # it for the garbage collector, rather than keep it for good.
+            # Its client cannot be closed (that needs the loop): let it go.
             self._clients.pop(closed, None)
             logger.warning(
                 "%s: event loop %#x was closed without loop.shutdown_asyncgens(),"
-                " so its client could not be closed; the client is dropped and its"
-                " connections are left to the garbage collector. Run event loops"
-                " with asyncio.run() or asyncio.Runner, or call"
-                " shutdown_asyncgens() before close().",
-                self.settings.prefix,
+                " so its client is dropped unclosed. Run event loops with"
+                " asyncio.run() or asyncio.Runner, or call shutdown_asyncgens()"
+                " before close().",
+                settings.prefix,
                 id(closed),
             )
-        client = self.settings.create_client()
-        replica = None
-        if isinstance(self.settings, SentinelSettings):
+        client, replica = settings.create_client(), None
+        if isinstance(settings, SentinelSettings):
             manager = client.connection_pool.sentinel_manager
-            replica = _sentinel_client(self.settings, False, sentinel_manager=manager)
+            replica = _sentinel_client(settings, False, sentinel_manager=manager)
         if sys.version_info[:2] == (3, 11):  # see _timed_writes
             for built in (client, replica):
                 pool = getattr(built, "connection_pool", None)  # (not a cluster's)
                 if pool is not None:
                     pool.connection_class = _timed_writes(pool.connection_class)
+        # Taken to its yield, the closer is registered with the running loop,
+        # whose shutdown_asyncgens() runs its finally (which can still await).
         closer = self._close_at_shutdown(loop)
-        # Take the closer to its yield now: that registers it with the running
-        # loop, whose shutdown_asyncgens() closes it -- running its finally,
-        # which can still await -- before the loop is closed. asyncio.run(),
-        # asgiref, Quart and Hypercorn call it.
         try:
             closer.asend(None).send(None)
         except StopIteration:
             pass
         self._clients[loop] = clients = (client, replica, closer)
         _expose_attributes(client, own_only=True)
-        logger.debug(
-            "%s: new client for event loop %#x", self.settings.prefix, id(loop)
-        )
+        logger.debug("%s: new client for event loop %#x", settings.prefix, id(loop))
         return clients
 
     async def _close_at_shutdown(
@@ -2379,17 +2362,12 @@ class LoopLocalClient(_Binding):
             client, replica, _ = self._clients.pop(loop)
             for opened in (replica, client) if replica is not None else (client,):
                 await opened.aclose()
-            logger.debug(
-                "%s: closed the client of event loop %#x",
-                self.settings.prefix,
-                id(loop),
-            )
+            prefix = self.settings.prefix
+            logger.debug("%s: closed the client of event loop %#x", prefix, id(loop))
 
     def __getattr__(self, name: str) -> t.Any:
-        if name.startswith("_"):
-            raise AttributeError(
-                f"{type(self).__name__!r} object has no attribute {name!r}"
-            )
+        if name.startswith("_"):  # its own, asked for before __init__ by copy
+            raise AttributeError(name)
         return getattr(self.client, name)
 
     def __repr__(self) -> str:
@@ -2403,10 +2381,9 @@ class LoopLocalClient(_Binding):
 
 @functools.cache
 def _timed_writes(connection_class: type[t.Any]) -> type[t.Any]:
-    """*connection_class*, a redis.asyncio connection class, made to wait
-    for a write under ``asyncio.timeout()`` on Python 3.11, as 3.12's
-    ``asyncio.wait_for()`` does: redis.asyncio writes under ``wait_for()``,
-    which on 3.11 makes a task for each command (see :doc:`performance`)."""
+    """*connection_class*, of redis.asyncio, timing its writes with
+    ``asyncio.timeout()`` on Python 3.11, where redis-py's ``wait_for()``
+    makes a task per command (see :doc:`performance`)."""
 
     class TimedWrites(connection_class):  # type: ignore[misc]
         socket_timeout: float | None
@@ -2441,27 +2418,34 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _run_in_views_loop(
     app: Flask, function: Callable[..., t.Any]
 ) -> Callable[..., t.Any]:
-    """``Flask.async_to_sync`` for the apps with an asyncio prefix: an async
-    view runs as a task of one event loop that lives on in a thread of its
-    own, rather than in a new loop per request (asgiref's), which would open
-    new connections for each. Otherwise as with asgiref: the task runs in a
-    copy of the request's context, and what the view changed in it is set in
-    the request's; what the view raises is raised to Flask; tasks that it
-    started and left running are cancelled before the request goes on."""
+    """``Flask.async_to_sync`` for the apps with an asyncio prefix: async views
+    run as tasks of one event loop that lives on in a thread of its own, not
+    in a new loop (and new connections) per request as with asgiref; but as
+    with asgiref, in a copy of the request's context, whose changes are set
+    back, and with the tasks they left running cancelled."""
 
     @functools.wraps(function)
     def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
         loop = _views_loop()
         if _running_loop() is loop:  # waiting would deadlock it: asgiref refuses
             return Flask.async_to_sync(app, function)(*args, **kwargs)
-        done: concurrent.futures.Future[t.Any] = concurrent.futures.Future()
-        left: list[contextvars.Context] = []
+        left: list[contextvars.Context] = []  # the context that the view leaves
 
-        def start() -> None:  # in the loop's thread, in a copy of our context
-            task = loop.create_task(_view(function(*args, **kwargs), left))
-            task.add_done_callback(functools.partial(_settle, done))
+        async def view() -> t.Any:
+            started: set[asyncio.Task[t.Any]] = set()  # see _view_task_factory
+            token = _VIEW_TASKS.set(started)
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                running = [task for task in started if not task.done()]
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                _VIEW_TASKS.reset(token)
+                left.append(contextvars.copy_context())
 
-        loop.call_soon_threadsafe(start)
+        # Its task runs in a copy of this thread's context.
+        done = asyncio.run_coroutine_threadsafe(view(), loop)
         try:
             return done.result()
         finally:
@@ -2471,26 +2455,9 @@ def _run_in_views_loop(
     return run
 
 
-# The tasks that the running view started (a task started by one of those
-# counts too): see _view_task_factory.
+# The tasks that the running view started, and those they started.
 _VIEW_TASKS: contextvars.ContextVar[set[asyncio.Task[t.Any]]]
 _VIEW_TASKS = contextvars.ContextVar("flask_and_redis view tasks")
-
-
-async def _view(view: t.Awaitable[t.Any], left: list[contextvars.Context]) -> t.Any:
-    """Await *view*, then cancel the tasks it left running and hand back, in
-    *left*, the context it leaves: as when asgiref's loop ends with a view."""
-    started: set[asyncio.Task[t.Any]] = set()
-    token = _VIEW_TASKS.set(started)
-    try:
-        return await view
-    finally:
-        running = [task for task in started if not task.done()]
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        _VIEW_TASKS.reset(token)
-        left.append(contextvars.copy_context())
 
 
 def _view_task_factory(
@@ -2504,15 +2471,6 @@ def _view_task_factory(
     return task
 
 
-def _settle(done: concurrent.futures.Future[t.Any], task: asyncio.Task[t.Any]) -> None:
-    if task.cancelled():
-        done.cancel()
-    elif task.exception() is not None:
-        done.set_exception(task.exception())
-    else:
-        done.set_result(task.result())
-
-
 _VIEWS_LOOP: dict[int, asyncio.AbstractEventLoop] = {}  # process id -> loop
 _VIEWS_LOOP_LOCK = threading.Lock()
 
@@ -2521,31 +2479,31 @@ def _views_loop() -> asyncio.AbstractEventLoop:
     """The event loop of this process's async views, started on first use
     (a forked worker starts its own), and closed with its clients at exit."""
     with _VIEWS_LOOP_LOCK:
-        loop = _VIEWS_LOOP.get(os.getpid())
-        if loop is None:
-            # Made in a context of its own: its callbacks would keep the
-            # request's that it was made in, and the app, alive.
-            loop = contextvars.Context().run(asyncio.new_event_loop)
-            _VIEWS_LOOP[os.getpid()] = loop
-            loop.set_task_factory(_view_task_factory)
+        if os.getpid() in _VIEWS_LOOP:
+            return _VIEWS_LOOP[os.getpid()]
+        # Made in a context of its own: its callbacks would keep the
+        # request's that it was made in, and the app, alive.
+        loop = contextvars.Context().run(asyncio.new_event_loop)
+        loop.set_task_factory(_view_task_factory)
+        _VIEWS_LOOP[os.getpid()] = loop
 
-            def serve() -> None:
-                loop.run_forever()
-                loop.run_until_complete(loop.shutdown_asyncgens())  # the clients
-                loop.close()
+        def serve() -> None:
+            loop.run_forever()
+            loop.run_until_complete(loop.shutdown_asyncgens())  # the clients
+            loop.close()
 
-            # (Not "flask_and_redis: …", the name of the failover watchers.)
-            thread = threading.Thread(target=serve, name="flask_and_redis async views")
-            thread.daemon = True
-            thread.start()
-            atexit.register(_stop_views_loop, loop, thread)
+        # (Not "flask_and_redis: …", the name of the failover watchers.)
+        thread = threading.Thread(target=serve, name="flask_and_redis async views")
+        thread.daemon = True
+        thread.start()
+
+        @atexit.register
+        def stop() -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(5)
+
         return loop
-
-
-def _stop_views_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
 
 
 # == 10. The flask redis command ================================================
@@ -2614,20 +2572,15 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
 def _probe(
     settings: ClientSettings, timeout: float, *commands: tuple[t.Any, ...]
 ) -> list[tuple[t.Any, float]]:
-    """Run *commands* -- ``("info", "server")`` -- on a client of their own,
-    made from *settings* but trying each server once and giving up after
-    *timeout* seconds: redis-py 8 retries a refused connection ten times with
-    backoff, too slow for a health check. With Sentinel, the sentinels are
-    asked the same way, and no failovers are followed. Returns each result
-    and the seconds it took."""
+    """Each result of *commands* -- ``("info", "server")`` -- and its seconds,
+    from a client of *settings* that tries each server (or sentinel) once, for
+    *timeout* seconds: redis-py 8 retries a refused connection ten times."""
     named, takes_any = _keywords(settings.client_class)
     timeouts = dict.fromkeys(("socket_timeout", "socket_connect_timeout"), timeout)
-    kwargs = {**settings.kwargs}
-    kwargs.update(
-        (name, value) for name, value in timeouts.items() if takes_any or name in named
-    )
-    if hasattr(named.get("retry"), "get_retries"):
-        # The class's own kind of Retry: redis.asyncio has one of its own.
+    kwargs = {**settings.kwargs} | {
+        name: value for name, value in timeouts.items() if takes_any or name in named
+    }
+    if hasattr(named.get("retry"), "get_retries"):  # the class's own kind of Retry
         kwargs["retry"] = _no_retries(type(named["retry"]))
     probe = dataclasses.replace(settings, kwargs=kwargs)
     create = probe.create_client
@@ -2685,8 +2638,7 @@ def _ping_command(selected: list[ClientSettings], timeout: float) -> None:
         raise click.exceptions.Exit(1)
 
 
-# The sections INFO shows by default, in its order.
-_INFO_SECTIONS = (
+_INFO_SECTIONS = (  # what INFO shows by default, in its order
     "server clients memory persistence stats replication cpu modules errorstats"
     " cluster keyspace"
 ).split()
@@ -2726,7 +2678,7 @@ def _info_command(
 
 
 def _info_value(value: object) -> str:
-    # INFO's nested values: keyspace ("db0": {"keys": 1, …}), modules (lists).
+    """An INFO value; keyspace's are dicts ("db0": {"keys": 1, …}), modules' lists."""
     if isinstance(value, Mapping):
         return ", ".join(f"{name}={item}" for name, item in value.items())
     if isinstance(value, list):
@@ -2798,26 +2750,21 @@ def get_recorded_commands() -> list[CommandRecord]:
 
 @functools.cache
 def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
-    """*client_class*, whose clients record the commands, and pipelines, they
-    send in an app context. Made for the prefixes that record: the others'
-    clients pay nothing."""
+    """*client_class*, recording the commands and pipelines sent in an app
+    context: only the prefixes that record pay for it."""
+    asynchronous = _is_asyncio(client_class)
 
     def pipeline(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
         pipe = client_class.pipeline(self, *args, **kwargs)
 
         def describe(_: object) -> tuple[str, tuple[t.Any, ...]]:
             # Read as it is called: the pipeline empties its stack as it runs.
-            stack = [
-                getattr(entry, "args", None) or entry[0] for entry in _queued(pipe)
-            ]
-            return "PIPELINE", tuple(
-                (name, *args) for name, args in map(_masked, stack)
-            )
+            masked = map(_masked, _queued(pipe))
+            return "PIPELINE", tuple((name, *args) for name, args in masked)
 
         pipe.execute = _recorded(pipe.execute, prefix, describe, asynchronous)
         return pipe
 
-    asynchronous = _is_asyncio(client_class)
     execute_command = _recorded(
         # Looked up at each call, as instrumentations (OpenTelemetry's) patch it.
         lambda *args, **kwargs: client_class.execute_command(*args, **kwargs),
@@ -2825,9 +2772,9 @@ def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
         lambda args: _masked(args[1:]),
         asynchronous,
     )
-    namespace: dict[str, t.Any] = {"execute_command": execute_command}
-    namespace["pipeline"] = pipeline
-    namespace |= {
+    namespace = {
+        "execute_command": execute_command,
+        "pipeline": pipeline,
         "__module__": client_class.__module__,
         "__qualname__": client_class.__qualname__,
     }
@@ -2835,12 +2782,12 @@ def _recording_class(client_class: type[t.Any], prefix: str) -> type[t.Any]:
 
 
 def _queued(pipe: t.Any) -> list[t.Any]:
-    """The commands a pipeline has queued: redis-py has no public accessor,
-    and keeps them in one place or another, by version and kind."""
+    """The arguments of each command a pipeline queued, wherever redis-py keeps them."""
     for holder in (pipe, getattr(pipe, "_execution_strategy", None)):
         for name in ("command_stack", "command_queue", "_command_queue"):
-            if getattr(holder, name, None):
-                return list(getattr(holder, name))
+            queued = getattr(holder, name, None)
+            if queued:
+                return [getattr(entry, "args", None) or entry[0] for entry in queued]
     return []
 
 
@@ -2858,20 +2805,18 @@ def _recorded(
     describe: Callable[[tuple[t.Any, ...]], tuple[str, tuple[t.Any, ...]]],
     asynchronous: bool,
 ) -> Callable[..., t.Any]:
-    """*method*, recording each call made in an app context, as a tuple that
-    :func:`get_recorded_commands` makes a :class:`CommandRecord` of (cheaper
-    than making one per command): *describe* names the command and its
-    arguments."""
+    """*method*, recording each call in an app context as a tuple (cheaper
+    than a :class:`CommandRecord`), named by *describe*."""
 
     def records() -> list[tuple[t.Any, ...]] | None:
         context = _cv_app.get(None)
         if context is None or _NOT_RECORDING.get():
             return None
         try:
-            return t.cast(list[tuple[t.Any, ...]], context.g._redis_commands)
+            listed = context.g._redis_commands
         except AttributeError:
-            context.g._redis_commands = []
-            return t.cast(list[tuple[t.Any, ...]], context.g._redis_commands)
+            listed = context.g._redis_commands = []
+        return t.cast(list[tuple[t.Any, ...]], listed)
 
     if asynchronous:
 
@@ -2946,8 +2891,8 @@ def _add_server_timing(prefix: str, response: t.Any) -> t.Any:
 
 
 def __getattr__(name: str) -> t.Any:
-    # The panel imports Flask-DebugToolbar, an optional extra: only when it
-    # is asked for, as DEBUG_TB_PANELS names it.
+    # DebugToolbarPanel imports Flask-DebugToolbar, an optional extra: only
+    # when it is asked for, as DEBUG_TB_PANELS names it.
     if name == "DebugToolbarPanel":
         return _debug_toolbar_panel()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -2981,26 +2926,16 @@ def _debug_toolbar_panel() -> type[t.Any]:
             return ""
 
         def content(self) -> str:
-            records = get_recorded_commands()
-            rows = [
-                (
-                    record.prefix,
-                    record.command,
-                    _shortened(record.args),
-                    f"{record.duration * 1000:.3f}",
-                    record.error or "",
-                )
-                for record in records
-            ]
-            totals: dict[str, list[float]] = {}
+            records, rows = get_recorded_commands(), []
             for record in records:
-                total = totals.setdefault(record.prefix, [0, 0.0])
-                total[0] += 1
-                total[1] += record.duration * 1000
-            rows += [
-                (prefix, "total", f"{count:.0f} commands", f"{took:.3f}", "")
-                for prefix, (count, took) in totals.items()
-            ]
+                args = " ".join(map(repr, record.args))
+                args = args if len(args) <= 100 else f"{args[:99]}…"  # readable
+                took, error = f"{record.duration * 1000:.3f}", record.error or ""
+                rows.append((record.prefix, record.command, args, took, error))
+            for prefix in dict.fromkeys(record.prefix for record in records):
+                mine = [record for record in records if record.prefix == prefix]
+                took = f"{sum(record.duration for record in mine) * 1000:.3f}"
+                rows.append((prefix, "total", f"{len(mine)} commands", took, ""))
             head = ("prefix", "command", "arguments", "ms", "error")
             cells = "".join(
                 "<tr>"
@@ -3011,11 +2946,6 @@ def _debug_toolbar_panel() -> type[t.Any]:
             return f'<table class="fDebugTable">{cells}</table>'
 
     return DebugToolbarPanel
-
-
-def _shortened(args: tuple[t.Any, ...], width: int = 100) -> str:
-    text = " ".join(map(repr, args))
-    return text if len(text) <= width else f"{text[: width - 1]}…"
 
 
 #: The config key naming the prefix whose client Flask-Caching uses.
@@ -3030,15 +2960,12 @@ def flask_caching_backend(
     Set ``CACHE_TYPE = "flask_and_redis.flask_caching_backend"`` and, unless
     it is ``"REDIS"``, ``CACHE_REDIS_CONFIG_PREFIX`` to the prefix, and
     register the :class:`Redis` extension before the ``Cache``. The cache is
-    Flask-Caching's ``RedisCache`` on that client (one pool, one config), but
-    its ``clear()`` deletes only the keys under ``CACHE_KEY_PREFIX``, with
-    ``SCAN`` and ``UNLINK``: Flask-Caching's own runs ``KEYS``, and
-    ``FLUSHDB`` when the key prefix is empty. Like ``init_app``, it makes no
-    connection: a cluster client is built when the cache is first used.
+    Flask-Caching's ``RedisCache`` on that client, but its ``clear()``
+    deletes only the keys under ``CACHE_KEY_PREFIX``, with ``SCAN`` and
+    ``UNLINK`` (see :doc:`integrations`). It makes no connection.
 
     Flask-Caching calls it with the app, its config, ``CACHE_ARGS`` (none
-    are accepted) and the keyword arguments of ``RedisCache``
-    (``default_timeout`` and ``CACHE_OPTIONS``).
+    are accepted) and the keyword arguments of ``RedisCache``.
 
     :raise ConfigurationError: the prefix is not registered on the app, its
         client decodes responses or is asyncio's, the key prefix is empty,
@@ -3055,7 +2982,6 @@ def flask_caching_backend(
             " Cache(app) -- and name its prefix here.",
         )
     settings, key_prefix = registered[prefix], config.get("CACHE_KEY_PREFIX")
-    source = settings.sources.get("decode_responses", "code")
     if settings.is_asyncio:
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
@@ -3063,6 +2989,7 @@ def flask_caching_backend(
             " its client synchronously. Use a prefix with a synchronous client.",
         )
     if settings.kwargs.get("decode_responses"):
+        source = settings.sources.get("decode_responses", "code")
         raise ConfigurationError(
             "keyword argument 'decode_responses'" if source == "code" else source,
             "decode_responses is on, but the cache stores pickled bytes, which a"
