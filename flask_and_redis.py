@@ -1638,8 +1638,7 @@ def _default_client_class() -> type[t.Any]:
 def _resolve_class(
     value: object, key: str, expected: str, is_wanted: Callable[[type], bool] = bool
 ) -> type:
-    """The class *value* names, itself or by its dotted path; *expected* says
-    what *key* accepts."""
+    """The class *value* names, itself or by its dotted path."""
     resolved = value
     if isinstance(value, str):
         try:
