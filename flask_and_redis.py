@@ -1440,9 +1440,8 @@ def _client_class_and_topology(
     url: _ParsedURL | None,
     provider: Callable[..., t.Any] | None,
 ) -> tuple[Callable[..., t.Any], str]:
-    """The client class, and how the client finds its server: ``"server"``
-    (one, named by URL or keys), ``"sentinel"`` or ``"cluster"``; refuses
-    keys that say different things."""
+    """The client class, and how the client finds its server: ``"server"``,
+    ``"sentinel"`` or ``"cluster"``; refuses keys that say different things."""
     key = f"{prefix}_{{}}".format
     class_key, client_class = key("CLASS"), provider
     if provider is not None:
@@ -1454,20 +1453,20 @@ def _client_class_and_topology(
     flag = config.get(key("CLUSTER"))
     if flag is not None:
         flag = _checked("cluster", flag, key("CLUSTER"), {"cluster": False}, bool)
+    in_url = url.topology if url is not None else None
+    sentinel_claims = [
+        (key("URL"), in_url == "sentinel"),
+        (key("SENTINELS"), config.get(key("SENTINELS")) is not None),
+    ]
+    cluster_claims = [
+        (key("URL"), in_url == "cluster"),
+        (key("CLUSTER_NODES"), config.get(key("CLUSTER_NODES")) is not None),
+        (key("CLUSTER"), flag is True),
+        (class_key, _is_cluster_class(client_class)),
+    ]
     sentinel, cluster = [
         next((place for place, says in claims if says), None)
-        for claims in (
-            [
-                (key("URL"), url is not None and url.topology == "sentinel"),
-                (key("SENTINELS"), config.get(key("SENTINELS")) is not None),
-            ],
-            [
-                (key("URL"), url is not None and url.topology == "cluster"),
-                (key("CLUSTER_NODES"), config.get(key("CLUSTER_NODES")) is not None),
-                (key("CLUSTER"), flag is True),
-                (class_key, _is_cluster_class(client_class)),
-            ],
-        )
+        for claims in (sentinel_claims, cluster_claims)
     ]
     if sentinel is not None and cluster is not None:
         raise ConfigurationError(
@@ -1502,7 +1501,7 @@ def _client_class_and_topology(
             )
         module = clusters[_class_name(client_class or _default_client_class())]
         client_class = importlib.import_module(f"redis.{module}").RedisCluster
-    if sentinel is not None and url is not None and url.topology is None:
+    if sentinel is not None and url is not None and in_url is None:
         raise ConfigurationError(
             key("URL"),
             f"{_show(key('URL'), config[key('URL')])} names one server, but"
@@ -1536,9 +1535,8 @@ def _default_client_class() -> type[t.Any]:
 def _resolve_class(
     value: object, key: str, expected: str, is_wanted: Callable[[type], bool] = bool
 ) -> type:
-    """The class *value* names: a class, or its dotted path (resolved here
-    alone); *expected* says what *key* accepts."""
-    resolved, reason = value, ""
+    """The class *value* names, itself or by its dotted path."""
+    resolved = value
     if isinstance(value, str):
         try:
             resolved = pkgutil.resolve_name(value)
@@ -1595,19 +1593,17 @@ def _is_cluster_class(client_class: object) -> bool:
     )
 
 
+_NAMED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
 def _keywords(
     client_class: Callable[..., t.Any], topology: str = "server"
 ) -> tuple[dict[str, t.Any], bool]:
     """The keyword arguments *client_class* names, each with its default, and
-    whether it takes any other keyword too.
-
-    Follows ``functools.wraps`` decorators (redis-py 6 and later wrap
-    ``Redis.__init__`` in one) and subclasses whose ``__init__`` hands
-    ``**kwargs`` on to a base class. redis-py's cluster client hands its
-    ``**kwargs`` on to its nodes, keeping those in
-    ``redis.cluster.REDIS_ALLOWED_KEYS``; its startup nodes, URL and pool are
-    not for the config.
-    """
+    whether it takes any other keyword too. Follows ``functools.wraps``
+    (redis-py 6 wraps ``Redis.__init__``) and ``**kwargs`` handed on to a base
+    class; a cluster client hands them on to its nodes, which keep
+    ``redis.cluster.REDIS_ALLOWED_KEYS``."""
     initialisers = [client_class]
     if isinstance(client_class, type):  # object.__init__ takes nothing
         bases = [vars(base) for base in client_class.__mro__[:-1]]
@@ -1617,14 +1613,10 @@ def _keywords(
     for initialiser in initialisers:
         parameters = list(inspect.signature(initialiser).parameters.values())
         for parameter in parameters[initialiser is not client_class :]:  # self
-            if parameter.kind in (
-                parameter.POSITIONAL_OR_KEYWORD,
-                parameter.KEYWORD_ONLY,
-            ):
+            if parameter.kind in _NAMED_KINDS:
                 keywords.setdefault(parameter.name, parameter.default)
-        takes_any = any(
-            parameter.kind is parameter.VAR_KEYWORD for parameter in parameters
-        )
+        kinds = {parameter.kind for parameter in parameters}
+        takes_any = inspect.Parameter.VAR_KEYWORD in kinds
         if not takes_any:
             break
     if topology == "cluster":
@@ -1634,13 +1626,10 @@ def _keywords(
                 if name in allowed:
                     keywords.setdefault(name, default)
             takes_any = False
-        for name in (
-            "startup_nodes",
-            "url",
-            "connection_pool",
-            "single_connection_client",
-        ):
+        # Its startup nodes, URL and pool are not for the config.
+        for name in ("startup_nodes", "url", "connection_pool"):
             keywords.pop(name, None)
+        keywords.pop("single_connection_client", None)
     return keywords, takes_any
 
 
@@ -1657,10 +1646,9 @@ def _connection_pool(
     sources: Mapping[str, str],
     topology: str,
 ) -> tuple[type | None, dict[str, t.Any]]:
-    """``<prefix>_CONNECTION_POOL_CLASS`` and ``_TIMEOUT``: the pool class of
-    the client, and what it adds to the keyword arguments. (A pool instance in
-    the config could follow neither the rest of it nor several apps: the
-    class is configured, and :func:`_client_with_connection_pool` makes it.)"""
+    """``<prefix>_CONNECTION_POOL_CLASS`` and ``_TIMEOUT``: the pool class, and
+    its keyword arguments. The class is configured, not a pool, which could
+    follow neither the rest of the config nor several apps."""
     class_key = f"{prefix}_CONNECTION_POOL_CLASS"
     timeout_key = f"{prefix}_CONNECTION_POOL_TIMEOUT"
     pool, timeout = "connection_pool", config.get(timeout_key)
@@ -1706,9 +1694,8 @@ def _connection_pool(
             f" waits for a free connection. Use {class_key} ="
             f" 'redis.BlockingConnectionPool', or remove {timeout_key}.",
         )
-    return pool_class, {
-        "timeout": _checked("socket_timeout", timeout, timeout_key, None, bool)
-    }
+    timeout = _checked("socket_timeout", timeout, timeout_key, None, bool)
+    return pool_class, {"timeout": timeout}
 
 
 def _cluster_nodes(
@@ -1716,8 +1703,8 @@ def _cluster_nodes(
     sources: Mapping[str, str],
     nodes: tuple[tuple[str, int], ...] | None,
 ) -> tuple[tuple[str, int], ...]:
-    """The startup nodes of a cluster client: the listed ones, or the host and
-    port; *kwargs* lose what the cluster client does not take."""
+    """The listed startup nodes, or the host and port; *kwargs* lose what the
+    cluster client does not take."""
     if kwargs.get("db", 0) != 0:
         raise ConfigurationError(
             _place(sources["db"], "db"),
@@ -1748,9 +1735,8 @@ def _service_name(
             problem = "the master's name is missing"
         raise ConfigurationError(
             key,
-            f"{problem};"
-            " set it to the name the sentinels monitor the master by, such as"
-            " 'mymaster', or end the URL with it:"
+            f"{problem}; set it to the name the sentinels monitor the master by,"
+            " such as 'mymaster', or end the URL with it:"
             " 'redis+sentinel://host:26379/mymaster/0'.",
         )
     return name.strip()
@@ -1761,8 +1747,8 @@ def _sentinel_kwargs(
 ) -> dict[str, t.Any]:
     """The keyword arguments of the sentinels' clients. Highest first:
     ``<prefix>_SENTINEL_USERNAME`` and ``_PASSWORD``, ``_SENTINEL_OPTIONS``,
-    the master's socket and TLS options. A sentinel that does not answer is
-    not retried: the next one is asked."""
+    the master's socket and TLS options. No retries: the next sentinel is
+    asked."""
     sentinel_kwargs = {
         name: value
         for name, value in kwargs.items()
@@ -1777,8 +1763,8 @@ def _sentinel_kwargs(
         if config.get(key) is not None:
             values.append((name, config[key], key))
     redis_class = _default_client_class()
+    keywords = _keywords(redis_class)[0]
     for name, value, source in values:
-        keywords = _keywords(redis_class)[0]
         sentinel_kwargs[name] = _checked(name, value, source, keywords, redis_class)
     return sentinel_kwargs
 
@@ -1787,9 +1773,9 @@ def _sentinel_kwargs(
 
 
 def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
-    """Build the client of *settings* on a pool of its connection pool class:
-    the default pool of a client built as usual gives its connection class
-    and keywords, so that both ways of building a client connect alike."""
+    """The client of *settings* on a pool of its connection pool class, made
+    with the connection class and keywords of the pool the client would make,
+    so that both ways of building a client connect alike."""
     pool_class, kwargs = settings.connection_pool_class, settings.kwargs
     assert pool_class is not None
     default_pool = getattr(settings.client_class(**kwargs), "connection_pool", None)
@@ -1819,11 +1805,9 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
 
 
 def _at_most_once(default: t.Any) -> t.Any:
-    """A copy of the retry policy *default* (the client class's) that never
-    sends a command twice, and gives up at once where a retry would only fail
-    again (see :class:`_AtMostOnceBackoff`). Given to every client, URL or
-    keys alike (redis-py's ``from_url`` gives none); a ``retry`` given in the
-    config is used as it is."""
+    """A copy of the client class's retry policy *default* that never sends a
+    command twice (see :class:`_AtMostOnceBackoff`), for every client, URL or
+    keys alike; a ``retry`` in the config is used as it is."""
     try:  # Retry has no public accessors for these in every redis-py
         backoff, retries = default._backoff, default._retries
         errors = default._supported_errors
@@ -1846,16 +1830,12 @@ def _retry_repr(retry: t.Any) -> str:
 
 
 class _AtMostOnceBackoff:
-    """The backoff of a retry policy, which stops the retries instead of
-    giving a delay when the failure at hand came as a command's reply was
-    read -- the server may have run it, and would run it again -- or as a
-    new connection's handshake timed out, or would only repeat: a wrong
-    password, a certificate that does not verify.
-
-    redis-py's ``Retry.call_with_retry`` (sync and asyncio, 5.0 to 8.x) asks
-    its backoff for the delay while it handles a failure, so this costs
-    nothing per command (see docs/performance.rst).
-    """
+    """A backoff that stops the retries, instead of giving a delay, when the
+    failure came as a command's reply was read (the server may have run it)
+    or as a new connection's handshake timed out, or would only repeat: a
+    wrong password, a certificate that does not verify. redis-py's
+    ``Retry.call_with_retry`` asks for the delay while it handles a failure:
+    this costs nothing per command (see docs/performance.rst)."""
 
     def __init__(self, backoff: t.Any) -> None:
         self.backoff = backoff
@@ -1865,7 +1845,6 @@ class _AtMostOnceBackoff:
     def compute(self, failures: int) -> float:
         error = sys.exc_info()[1]
         if error is not None:
-            cause = error.__cause__ or error.__context__
             frame, names = error.__traceback__, set()
             while frame is not None:
                 names.add(frame.tb_frame.f_code.co_name)
@@ -1873,13 +1852,13 @@ class _AtMostOnceBackoff:
             # A handshake (on_connect) is safe to send again, but not to wait
             # for again: a frozen server would hold the request per retry.
             handshake = any(name.startswith("on_connect") for name in names)
-            if "read_response" in names and (
-                not handshake or "Timeout" in type(error).__name__
+            timeout = "Timeout" in type(error).__name__
+            cause = error.__cause__ or error.__context__
+            if (
+                ("read_response" in names and (timeout or not handshake))
+                or isinstance(cause, ssl.SSLCertVerificationError)
+                or type(error).__name__ == "AuthenticationError"
             ):
-                raise error
-            if isinstance(cause, ssl.SSLCertVerificationError):
-                raise error
-            if type(error).__name__ == "AuthenticationError":
                 raise error
         return float(self.backoff.compute(failures))
 
@@ -1892,8 +1871,7 @@ class _AtMostOnceBackoff:
 
 
 def _no_retries(retry_class: type[t.Any] | None = None) -> t.Any:
-    """A retry policy of *retry_class* (``redis.retry.Retry`` by default) that
-    tries once."""
+    """A policy of *retry_class* (by default ``redis.retry.Retry``): one try."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -1906,8 +1884,8 @@ class _Handshake(functools.partial[t.Any]):
 
 
 def _handshake(prefix: str, connection: t.Any) -> None:
-    """redis-py's handshake, as the ``redis_connect_func`` of the clients, so
-    that its failures are told without the password (see :func:`_refusal`)."""
+    """redis-py's handshake, as the clients' ``redis_connect_func``: its
+    failures are told without the password (see :func:`_refusal`)."""
     try:
         connection.on_connect()
         return
@@ -1927,9 +1905,8 @@ async def _async_handshake(prefix: str, connection: t.Any) -> None:
 
 
 def _refusal(prefix: str, connection: t.Any, error: Exception) -> Exception:
-    """*error*, of the handshake, without the password that a server quotes
-    when it does not know HELLO (``HELLO 3 AUTH user <password>``), and with
-    the advice redis-py's messages lack."""
+    """*error*, of the handshake, with advice, and without the password that a
+    server quotes when it does not know HELLO (``HELLO 3 AUTH user <pass>``)."""
     text = str(error)
     if "unknown command" in text and "HELLO" in text:
         text = (
@@ -1951,11 +1928,10 @@ def _sentinel_client(
     follow_failovers: bool = True,
     sentinel_manager: t.Any = None,
 ) -> t.Any:
-    """A client of the master (or of the replicas) of *settings*, on a pool
-    that asks the sentinels where to connect (through *sentinel_manager*, or
-    a manager of its own); with *follow_failovers*, a master's pool also
-    listens for failovers (see :class:`_FailoverWatcher`), which a
-    short-lived client, such as the ``flask redis`` command's, does without."""
+    """A client of the master (or of the replicas), on a pool that asks the
+    sentinels (through *sentinel_manager*, or its own) where to connect; with
+    *follow_failovers*, a master's pool also listens for failovers (see
+    :class:`_FailoverWatcher`), which the ``flask redis`` command does without."""
     pool_class, sentinel_class = _sentinel_classes(settings.is_asyncio)
     if sentinel_manager is None:
         sentinel_kwargs = dict(settings.sentinel_kwargs)
@@ -2001,15 +1977,13 @@ _WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
 @functools.cache
 def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.Any]]:
     """redis-py's Sentinel pool and Sentinel client (or redis.asyncio's), made
-    to follow failovers (see :class:`_FailoverWatcher`). Made on first use:
-    the module imports without redis-py."""
-    module = importlib.import_module(f"redis{'.asyncio' * asynchronous}.sentinel")
-    Sentinel: t.Any = module.Sentinel
-    Pool: t.Any = module.SentinelConnectionPool
-    Connection: t.Any = module.SentinelManagedConnection
-    SSLConnection: t.Any = module.SentinelManagedSSLConnection
+    to follow failovers (see :class:`_FailoverWatcher`); on first use, as the
+    module imports without redis-py."""
+    module: t.Any = importlib.import_module(
+        f"redis{'.asyncio' * asynchronous}.sentinel"
+    )
 
-    class FollowingSentinel(Sentinel):  # type: ignore[misc]
+    class FollowingSentinel(module.Sentinel):  # type: ignore[misc]
         """Asks the sentinels where the master is, unless one has just
         announced a new master: then the ones that have not heard of it yet
         are not asked."""
@@ -2029,26 +2003,22 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             announced = self.announcements.get(service_name)
             if announced is not None and announced[0] == address and now < announced[1]:
                 return False
-            self.announcements[service_name] = (
-                address,
-                now + _ANNOUNCEMENT_TRUSTED_FOR,
-            )
+            trusted_until = now + _ANNOUNCEMENT_TRUSTED_FOR
+            self.announcements[service_name] = (address, trusted_until)
             return True
 
         def discover_master(self, service_name: str) -> t.Any:
-            announced = self.announcements.get(service_name)
-            if announced is None or time.monotonic() >= announced[1]:
+            address, until = self.announcements.get(service_name, (None, 0.0))
+            if time.monotonic() >= until:
                 return super().discover_master(service_name)
-            return _awaitable(announced[0]) if asynchronous else announced[0]
+            return _awaitable(address) if asynchronous else address
 
-    class ReconnectingConnection(Connection):  # type: ignore[misc]
-        """Asks the sentinels where to connect (the master, or a replica)
-        whenever it reconnects: redis-py 6 and later, sync and asyncio,
-        reconnect a connection that a failed command closed to the address it
-        had, so a command retried after its master died would be retried
-        against the dead master until its retries ran out. One attempt that
-        asks: the command's own retry is around the call, and connect() would
-        nest a second one."""
+    class ReconnectingConnection(module.SentinelManagedConnection):  # type: ignore[misc]
+        """Asks the sentinels where to connect whenever it reconnects: redis-py
+        6 and later reconnect a connection that a failed command closed to its
+        old address, so a command retried after its master died would be
+        retried against the dead master. One attempt: the command's own retry
+        is around the call, and connect() would nest a second one."""
 
         if asynchronous:
 
@@ -2068,10 +2038,12 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
                     (getattr(self, "_connect_retry", None) or self.connect)()
                 super().send_packed_command(command, check_health)
 
+    SSLConnection: t.Any = module.SentinelManagedSSLConnection
+
     class ReconnectingSSLConnection(ReconnectingConnection, SSLConnection):  # type: ignore[misc]
         pass
 
-    class FollowingSentinelPool(Pool):  # type: ignore[misc]
+    class FollowingSentinelPool(module.SentinelConnectionPool):  # type: ignore[misc]
         """A master's pool follows failovers from its first connection in
         each process until it is closed, unless made with *follow_failovers*
         false; closing it also closes its connections to the sentinels."""
@@ -2083,12 +2055,10 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             follow_failovers: bool = True,
             **kwargs: t.Any,
         ) -> None:
-            kwargs.setdefault(
-                "connection_class",
-                ReconnectingSSLConnection
-                if kwargs.get("ssl")
-                else ReconnectingConnection,
-            )
+            connection_class = ReconnectingConnection
+            if kwargs.get("ssl"):
+                connection_class = ReconnectingSSLConnection
+            kwargs.setdefault("connection_class", connection_class)
             self.watcher = None
             if follow_failovers and kwargs.get("is_master", True):
                 self.watcher = _FailoverWatcher(self, sentinel_manager, service_name)
@@ -2139,16 +2109,14 @@ async def _awaitable(value: t.Any) -> t.Any:
 class _FailoverWatcher:
     """Makes a master's pool follow a failover as soon as a sentinel
     announces it: redis-py's pool asks the sentinels where the master is only
-    when it opens a connection, and its open connections go on writing to the
-    old master until it is demoted, ten seconds or more, losing the writes.
+    as it opens a connection, and its open ones go on writing to the old
+    master until it is demoted, ten seconds or more, losing the writes.
 
     A daemon thread per sentinel listens for ``+switch-master``; on news of
-    our master, the pool learns the new address, closes its idle connections
-    and its busy ones as they come back; an asyncio pool does so in its event
-    loop, the loop of its first connection. The pool starts it on its first
-    connection in each process (a forked worker starts its own), and stops it
-    when it is closed.
-    """
+    our master, the pool learns the new address and closes its connections,
+    busy ones as they come back (an asyncio pool, in the loop of its first
+    connection). Started by the pool's first connection in each process,
+    stopped as the pool is closed."""
 
     def __init__(self, pool: t.Any, sentinel_manager: t.Any, service_name: str) -> None:
         self._pool = weakref.ref(pool)
@@ -2157,6 +2125,7 @@ class _FailoverWatcher:
         self._lock = threading.Lock()
         self._pid: int | None = None  # the process the threads run in
         self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # an asyncio pool's
 
     def start(self) -> None:
         """Follow the sentinels, unless already following in this process."""
@@ -2164,10 +2133,8 @@ class _FailoverWatcher:
             if self._pid == os.getpid():
                 return
             self._pid, self._stopping = os.getpid(), threading.Event()
-            try:  # an asyncio pool's: its loop runs what it is told
-                self._loop: asyncio.AbstractEventLoop | None = (
-                    asyncio.get_running_loop()
-                )
+            try:  # an asyncio pool's loop runs what it is told
+                self._loop = asyncio.get_running_loop()
             except RuntimeError:
                 self._loop = None
             for host, port in self._sentinel_manager.addresses:
