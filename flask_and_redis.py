@@ -2218,19 +2218,10 @@ _LoopClients = tuple[t.Any, t.Any, t.AsyncGenerator[None, None]]
 
 
 class LoopLocalClient(_Binding):
-    """The asyncio client of one app and prefix: one client per event loop.
-
-    An asyncio client's connections belong to the event loop that opened
-    them. So for an asyncio client class (``<prefix>_CLASS =
-    "redis.asyncio.Redis"``) every event loop gets a client of its own (and,
-    with Sentinel, a replica client), built from the same
-    :class:`ClientSettings` on first use in that loop, and closed when the
-    loop shuts down (``loop.shutdown_asyncgens()``, which ``asyncio.run()``
-    calls): see :doc:`async`.
-
-    It stands in ``app.extensions["redis"][prefix]`` where a sync prefix
-    has its client, and hands attribute lookups on to the running loop's
-    client: ``await app.extensions["redis"]["ASYNC_REDIS"].get("key")``.
+    """The asyncio client of one app and prefix: a client per event loop,
+    built on first use in that loop and closed when the loop shuts down (see
+    :doc:`async`). It is ``app.extensions["redis"][prefix]``, and hands
+    attribute lookups on to the running loop's client.
 
     :param settings: what every loop's client is built from.
     """
@@ -2257,12 +2248,9 @@ class LoopLocalClient(_Binding):
         return self._loop_clients()[1]
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the clients of the event loops that are running, each in its
-        loop, and wait for them up to *timeout* seconds (the caller's own
-        loop's closes, unwaited for, once given back). The loop of Flask's
-        async views runs until the process exits, and its clients with it: a
-        test suite that drops its apps closes them with this (see
-        :ref:`async-testing`).
+        """Close the clients of the running event loops, each in its loop, and
+        wait up to *timeout* seconds (not for the caller's own loop's, which
+        closes once given back). See :ref:`async-testing`.
 
         .. versionadded:: 2.0
         """
@@ -2279,10 +2267,9 @@ class LoopLocalClient(_Binding):
         if loop is None:
             raise RuntimeError(
                 f"{self.settings.prefix} has an asyncio client class"
-                f" ({_class_name(self.settings.client_class)}), whose clients"
-                " belong to an event loop, and no event loop is running here. Use"
-                " it in an async view or a coroutine ('await redis.get(...)'); for"
-                " sync code, configure another prefix with a sync client class."
+                f" ({_class_name(self.settings.client_class)}) and no event loop is"
+                " running here: use it in an async view or a coroutine, or give"
+                " sync code a prefix with a sync client class."
             )
         return self._clients.get(loop) or self._open(loop)
 
@@ -2292,10 +2279,8 @@ class LoopLocalClient(_Binding):
             # Its client cannot be closed (that needs the loop): let it go.
             self._clients.pop(closed, None)
             logger.warning(
-                "%s: event loop %#x was closed without loop.shutdown_asyncgens(),"
-                " so its client is dropped unclosed. Run event loops with"
-                " asyncio.run() or asyncio.Runner, or call shutdown_asyncgens()"
-                " before close().",
+                "%s: event loop %#x was closed without loop.shutdown_asyncgens(): its"
+                " client is dropped unclosed; call it before loop.close().",
                 settings.prefix,
                 id(closed),
             )
@@ -2308,8 +2293,7 @@ class LoopLocalClient(_Binding):
                 pool = getattr(built, "connection_pool", None)  # (not a cluster's)
                 if pool is not None:
                     pool.connection_class = _timed_writes(pool.connection_class)
-        # Taken to its yield, the closer is registered with the running loop,
-        # whose shutdown_asyncgens() runs its finally (which can still await).
+        # Started, the closer is the loop's: its shutdown_asyncgens() closes it.
         closer = self._close_at_shutdown(loop)
         try:
             closer.asend(None).send(None)
@@ -2385,11 +2369,8 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def _run_in_views_loop(
     app: Flask, function: Callable[..., t.Any]
 ) -> Callable[..., t.Any]:
-    """``Flask.async_to_sync`` for the apps with an asyncio prefix: async views
-    run as tasks of one event loop that lives on in a thread of its own, not
-    in a new loop (and new connections) per request as with asgiref; but as
-    with asgiref, in a copy of the request's context, whose changes are set
-    back, and with the tasks they left running cancelled."""
+    """``Flask.async_to_sync`` for apps with an asyncio prefix: views run as
+    tasks of one lasting event loop, as asgiref runs them: see :ref:`async-views`."""
 
     @functools.wraps(function)
     def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
@@ -2448,8 +2429,7 @@ def _views_loop() -> asyncio.AbstractEventLoop:
     with _VIEWS_LOOP_LOCK:
         if os.getpid() in _VIEWS_LOOP:
             return _VIEWS_LOOP[os.getpid()]
-        # Made in a context of its own: its callbacks would keep the
-        # request's that it was made in, and the app, alive.
+        # In an empty context: its callbacks would keep the request's app alive.
         loop = contextvars.Context().run(asyncio.new_event_loop)
         loop.set_task_factory(_view_task_factory)
         _VIEWS_LOOP[os.getpid()] = loop
@@ -2476,20 +2456,14 @@ def _views_loop() -> asyncio.AbstractEventLoop:
 # == 10. The flask redis command ================================================
 
 
-@click.group("redis", help="Check and inspect the Redis connections of the app.")
+@click.group("redis")
 def cli() -> None:
-    """Check and inspect the Redis connections of the app.
-
-    Added to every app with a :class:`Redis` extension, and a
-    ``flask.commands`` entry point of the package, so that it can report a
-    configuration error that stops the app from loading.
-    """
+    """Check and inspect the Redis connections of the app."""
 
 
 def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
-    """A ``flask redis`` command with its ``--prefix`` (and ``--timeout``)
-    option, run in the app's context as Flask's ``with_appcontext`` runs
-    one, but reporting a configuration error in one line (exit status 1)."""
+    """A ``flask redis`` command with ``--prefix`` (and ``--timeout``), run in
+    the app's context, that reports a configuration error in one line."""
 
     def decorate(command: Callable[..., None]) -> t.Any:
         @functools.wraps(command)
@@ -2519,9 +2493,7 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
             command(selected, **options)
 
         run = click.option(
-            "--prefix",
-            metavar="PREFIX",
-            help="Only the client of this config prefix (default: every prefix).",
+            "--prefix", metavar="PREFIX", help="Only this config prefix (default: all)."
         )(run)
         if timeout:
             run = click.option(
@@ -2579,11 +2551,7 @@ def _unreachable(settings: ClientSettings, error: Exception) -> str:
 
 @_command("ping")
 def _ping_command(selected: list[ClientSettings], timeout: float) -> None:
-    """Ping each prefix's server; exit status 1 if one is unreachable.
-
-    Shows each server's address (password masked), the round-trip time of a
-    PING over an open connection, and the server's name and version.
-    """
+    """Ping each prefix's server; exit status 1 if one is unreachable."""
     failed = False
     width = max(len(settings.prefix) for settings in selected)
     for settings in selected:
@@ -2655,12 +2623,7 @@ def _info_value(value: object) -> str:
 
 @_command("config", timeout=False)
 def _config_command(selected: list[ClientSettings]) -> None:
-    """Show each prefix's client settings, with where each came from.
-
-    The client class, where it connects, and every keyword argument after
-    precedence, with the config key (or "code") it came from. Secrets are
-    masked.
-    """
+    """Show each prefix's client settings, with where each came from."""
     for settings in selected:
         name = _class_name(settings.client_class)
         click.echo(f"# {settings.prefix}\nclass  {name}\nurl    {settings.url}")
@@ -2682,10 +2645,8 @@ def _config_command(selected: list[ClientSettings]) -> None:
 
 
 class CommandRecord(t.NamedTuple):
-    """A command that the client of a prefix with ``<P>_RECORD_COMMANDS`` sent
-    in an app context (a request), as :func:`get_recorded_commands` lists
-    it. A pipeline or transaction is one record, ``"PIPELINE"``, whose
-    ``args`` are its commands; passwords in arguments are ``***``.
+    """A command that a prefix with ``<P>_RECORD_COMMANDS`` sent in an app
+    context, as :func:`get_recorded_commands` lists it: see :doc:`observability`.
 
     .. versionadded:: 2.0
     """
@@ -2704,9 +2665,8 @@ class CommandRecord(t.NamedTuple):
 
 
 def get_recorded_commands() -> list[CommandRecord]:
-    """The commands recorded in the current app context (each request has
-    its own), in order, of every prefix that records them: see
-    :doc:`observability`. Empty outside of an app context.
+    """The commands recorded in the current app context (none outside one),
+    in order, of every prefix that records them: see :doc:`observability`.
 
     .. versionadded:: 2.0
     """
@@ -2760,9 +2720,7 @@ def _queued(pipe: t.Any) -> list[t.Any]:
 
 # Set while a cluster client is built: the commands it sends on its own, as
 # it learns the cluster, are no more the app's than a connection's handshake.
-_NOT_RECORDING: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "flask_and_redis.not_recording", default=False
-)
+_NOT_RECORDING = contextvars.ContextVar("flask_and_redis.not_recording", default=False)
 _perf_counter = time.perf_counter  # bound once, on the path of every command
 
 
@@ -2825,9 +2783,8 @@ _SECRETS = {"AUTH": {}, "HELLO": {"AUTH": 2}, "MIGRATE": {"AUTH": 1, "AUTH2": 2}
 
 
 def _masked(args: t.Sequence[t.Any]) -> tuple[str, tuple[t.Any, ...]]:
-    """The name of a command, and its arguments with passwords masked: those
-    of AUTH, HELLO … AUTH user password, MIGRATE … AUTH password / AUTH2
-    user password, and ACL SETUSER's ``>password`` (and hash) rules."""
+    """The name of a command, and its arguments with the passwords of
+    _SECRETS and ACL SETUSER's ``>password`` (and hash) rules masked."""
     name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
     command, shown = name.upper(), tuple(args[1:])
     if command not in _SECRETS and command != "ACL SETUSER":
@@ -2857,16 +2814,11 @@ def _add_server_timing(prefix: str, response: t.Any) -> t.Any:
     return response
 
 
-def __getattr__(name: str) -> t.Any:
-    # DebugToolbarPanel imports Flask-DebugToolbar, an optional extra: only
-    # when it is asked for, as DEBUG_TB_PANELS names it.
-    if name == "DebugToolbarPanel":
-        return _debug_toolbar_panel()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @functools.cache
-def _debug_toolbar_panel() -> type[t.Any]:
+def __getattr__(name: str) -> t.Any:
+    # DebugToolbarPanel needs Flask-DebugToolbar, an extra: built when asked for.
+    if name != "DebugToolbarPanel":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from flask_debugtoolbar.panels import DebugPanel
     from markupsafe import escape
 
@@ -2922,17 +2874,10 @@ CACHE_CONFIG_PREFIX_KEY = "CACHE_REDIS_CONFIG_PREFIX"
 def flask_caching_backend(
     app: Flask, config: dict[str, t.Any], args: list[t.Any], kwargs: dict[str, t.Any]
 ) -> t.Any:
-    """A Flask-Caching backend on the client of one of the app's prefixes.
-
-    Set ``CACHE_TYPE = "flask_and_redis.flask_caching_backend"`` and, unless
-    it is ``"REDIS"``, ``CACHE_REDIS_CONFIG_PREFIX`` to the prefix, and
-    register the :class:`Redis` extension before the ``Cache``. The cache is
-    Flask-Caching's ``RedisCache`` on that client, but its ``clear()``
-    deletes only the keys under ``CACHE_KEY_PREFIX``, with ``SCAN`` and
-    ``UNLINK`` (see :doc:`integrations`). It makes no connection.
-
-    Flask-Caching calls it with the app, its config, ``CACHE_ARGS`` (none
-    are accepted) and the keyword arguments of ``RedisCache``.
+    """A Flask-Caching backend (``CACHE_TYPE``) on the client of the prefix
+    named by ``CACHE_REDIS_CONFIG_PREFIX`` (``"REDIS"`` by default), whose
+    ``clear()`` deletes only the keys under ``CACHE_KEY_PREFIX``: see
+    :doc:`integrations`.
 
     :raise ConfigurationError: the prefix is not registered on the app, its
         client decodes responses or is asyncio's, the key prefix is empty,
@@ -2945,30 +2890,26 @@ def flask_caching_backend(
             CACHE_CONFIG_PREFIX_KEY,
             f"{prefix!r} is not the prefix of a Redis extension on the app"
             f" {app.name!r} (its prefixes: {', '.join(map(repr, registered))})."
-            " Register the extension before the cache -- Redis(app), then"
-            " Cache(app) -- and name its prefix here.",
+            " Register the extension before the cache.",
         )
     settings, key_prefix = registered[prefix], config.get("CACHE_KEY_PREFIX")
     if settings.is_asyncio:
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
-            f"the client of {prefix!r} is an asyncio client; Flask-Caching calls"
-            " its client synchronously. Use a prefix with a synchronous client.",
+            f"{prefix!r} has an asyncio client; Flask-Caching needs a sync client.",
         )
     if settings.kwargs.get("decode_responses"):
         source = settings.sources.get("decode_responses", "code")
         raise ConfigurationError(
             "keyword argument 'decode_responses'" if source == "code" else source,
-            "decode_responses is on, but the cache stores pickled bytes, which a"
-            " client that decodes responses cannot read back; give the cache a"
-            " prefix of its own, without decode_responses.",
+            "decode_responses is on, but the cache's pickled values cannot be"
+            " decoded; give the cache a prefix of its own, without it.",
         )
     if not key_prefix:
         raise ConfigurationError(
             "CACHE_KEY_PREFIX",
-            f"{key_prefix!r} is empty; the cache's keys share the database with"
-            " others, and clear() deletes the keys under this prefix only. Set a"
-            " prefix such as 'flask_cache_' (Flask-Caching's default).",
+            f"{key_prefix!r} is empty; the cache's keys share the database, and"
+            " clear() deletes those under this prefix. Set one: 'flask_cache_'.",
         )
     if args:
         raise ConfigurationError(
@@ -2985,6 +2926,8 @@ def flask_caching_backend(
 
 @functools.cache
 def _shared_database_redis_cache() -> type[t.Any]:
+    from itertools import islice
+
     from flask_caching.backends.rediscache import RedisCache
 
     class SharedDatabaseRedisCache(RedisCache):
@@ -2992,16 +2935,10 @@ def _shared_database_redis_cache() -> type[t.Any]:
         keys under its key prefix."""
 
         def clear(self) -> bool:
-            # SCAN, not KEYS: it does not block the server on a large
-            # database; UNLINK frees the memory in the background.
+            # SCAN, unlike KEYS, does not block the server; UNLINK frees memory later.
             pattern = re.sub(r"[\\*?\[\]]", r"\\\g<0>", self._get_prefix()) + "*"
-            batch: list[t.Any] = []
-            for key in self._read_client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) == 1000:
-                    self._write_client.unlink(*batch)
-                    batch.clear()
-            if batch:
+            keys = self._read_client.scan_iter(match=pattern, count=1000)
+            while batch := list(islice(keys, 1000)):
                 self._write_client.unlink(*batch)
             return True
 

@@ -246,9 +246,8 @@ def test_a_client_that_decodes_responses_is_refused_naming_where_it_is_set(
 
     assert caught.value.key == key
     assert str(caught.value) == (
-        f"{key}: decode_responses is on, but the cache stores pickled bytes, which"
-        " a client that decodes responses cannot read back; give the cache a"
-        " prefix of its own, without decode_responses."
+        f"{key}: decode_responses is on, but the cache's pickled values cannot be"
+        " decoded; give the cache a prefix of its own, without it."
     )
 
 
