@@ -762,8 +762,7 @@ _OWN_KEYS = (
     *("RECORD_COMMANDS", "SERVER_TIMING", "CLUSTER", "CLUSTER_NODES", "SENTINELS"),
     *("SENTINEL_MASTER", "SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_OPTIONS"),
 )
-# The keywords that say where to connect, and the way each says it (the sentinels
-# and cluster nodes, no client keywords, come from their keys or a URL's hosts).
+# The keywords that say where to connect, and the way each says it.
 _TRANSPORTS = {
     "sentinels": "sentinel",
     "cluster_nodes": "cluster",
@@ -877,6 +876,13 @@ def _client_kwargs(
     what lower ones said of another way to connect."""
     options_key, url_key = f"{prefix}_OPTIONS", f"{prefix}_URL"
     options = _mapping(config, options_key, "{'socket_timeout': 5}")
+    for source, given in (("code", defaults), (options_key, options)):
+        for name in sorted({"sentinels", "cluster_nodes"} & set(given)):
+            raise ConfigurationError(
+                _place(source, name),
+                f"the {name.replace('_', ' ')} are not a client keyword; set"
+                f" {prefix}_{name.upper()} or use a redis+{_TRANSPORTS[name]}:// URL.",
+            )
     try:  # redis.Redis's keywords are keys of every prefix, which a class that
         # does not take them refuses (and a cluster client that would drop them)
         redis_keywords = _keywords(_default_client_class())[0]

@@ -68,6 +68,7 @@ INFINITE_POOL_TIMEOUT = {
     "CONNECTION_POOL_CLASS": BLOCKING,
     "CONNECTION_POOL_TIMEOUT": "inf",
 }
+NODES = {"cluster_nodes": ["n1:7000"]}  # not a client keyword
 
 
 def bad(
@@ -193,6 +194,7 @@ BAD_CONFIGS = [
     bad("OPTIONS[1]", "the names of keyword arguments", "1", OPTIONS={1: 2}),
     bad("OPTIONS['port']", "1 to 65535", "'x'", OPTIONS={"port": "x", "password": PW}),
     bad("OPTIONS['ssl_password']", "rediss://", TLS_OFF, OPTIONS={"ssl_password": PW}),
+    bad("OPTIONS['sentinels']", "set REDIS_SENTINELS", "", OPTIONS={"sentinels": "s"}),
     # Unix sockets.
     bad("PORT", EITHER, HOST="/run/redis.sock", PORT=6380, PASSWORD=PW),
     bad("PORT", EITHER, "'/r.sock'", HOST="unix:///r.sock", PORT="6380"),
@@ -262,6 +264,7 @@ BAD_CONFIGS = [
     bad("keyword argument 'prot'", "did you mean 'port'?", "", init={"prot": 1}),
     bad("keyword argument 'db'", "0 or more", "-1", init={"db": -1, "password": PW}),
     bad("keyword argument 'ssl'", "true or false", "2", init={"ssl": 2}),
+    bad("keyword argument 'cluster_nodes'", "set REDIS_CLUSTER_NODES", "", init=NODES),
     bad("PORT", "1 to 65535", init={"config_prefix": "CACHE"}, PORT="bad"),
 ]
 
