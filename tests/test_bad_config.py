@@ -45,7 +45,7 @@ BLOCKING = "redis.BlockingConnectionPool"
 ABLOCKING = "redis.asyncio.BlockingConnectionPool"
 A_URL = "'redis://[[user]:password@]host[:port][/db]'"  # the first URL form listed
 TLS_ON, TLS_OFF = "TLS is on", "TLS is off"
-EITHER = "either to a socket path or to a host and port"
+BOTH = "cannot be combined with the unix socket"
 A_DICT = "a dict of keyword arguments"
 # Configs too long for a row.
 ASYNCIO_POOL_FOR_SYNC = {"CONNECTION_POOL_CLASS": ABLOCKING}
@@ -196,9 +196,9 @@ BAD_CONFIGS = [
     bad("OPTIONS['ssl_password']", "rediss://", TLS_OFF, OPTIONS={"ssl_password": PW}),
     bad("OPTIONS['sentinels']", "set REDIS_SENTINELS", "", OPTIONS={"sentinels": "s"}),
     # Unix sockets.
-    bad("PORT", EITHER, HOST="/run/redis.sock", PORT=6380, PASSWORD=PW),
-    bad("PORT", EITHER, "'/r.sock'", HOST="unix:///r.sock", PORT="6380"),
-    bad("OPTIONS['port']", EITHER, "1", OPTIONS={"unix_socket_path": "/s", "port": 1}),
+    bad("PORT", BOTH, HOST="/run/redis.sock", PORT=6380, PASSWORD=PW),
+    bad("PORT", BOTH, "'/r.sock'", HOST="unix:///r.sock", PORT="6380"),
+    bad("OPTIONS['port']", BOTH, "1", OPTIONS={"unix_socket_path": "/s", "port": 1}),
     bad("UNIX_SOCKET_PATH", "keep one of them", HOST="/a", UNIX_SOCKET_PATH="/b"),
     bad("UNIX_SOCKET_PATH", "a unix socket", UNIX_SOCKET_PATH=""),
     bad("UNIX_SOCKET_PATH", "a unix socket", UNIX_SOCKET_PATH=" "),
