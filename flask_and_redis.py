@@ -762,8 +762,7 @@ _OWN_KEYS = (
     *("RECORD_COMMANDS", "SERVER_TIMING", "CLUSTER", "CLUSTER_NODES", "SENTINELS"),
     *("SENTINEL_MASTER", "SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_OPTIONS"),
 )
-# The keywords that say where to connect, and the way each says it (the sentinels
-# and cluster nodes, no client keywords, come from their keys or a URL's hosts).
+# The keywords that say where to connect, and the way each says it.
 _TRANSPORTS = {
     "sentinels": "sentinel",
     "cluster_nodes": "cluster",
@@ -780,23 +779,14 @@ def client_settings_from_config(
     client_class: Callable[..., t.Any] | None = None,
     defaults: Mapping[str, t.Any] | None = None,
 ) -> ClientSettings:
-    """Read the settings of one prefix from an app's config, and check them.
-
-    Precedence, highest first: ``<prefix>_URL``, the discrete keys
-    (``<prefix>_HOST``, ``<prefix>_PORT``, … and ``<prefix>_<KEYWORD>`` for any
-    other keyword of the client class), ``<prefix>_OPTIONS``, then *defaults*
-    (the keyword arguments given in code). Nothing is connected.
-
-    A ``redis+sentinel://`` URL or ``<prefix>_SENTINELS`` gives
-    :class:`SentinelSettings`; a ``redis+cluster://`` URL,
-    ``<prefix>_CLUSTER``, ``<prefix>_CLUSTER_NODES`` or a cluster client class
-    gives :class:`ClusterSettings`.
+    """Read the settings of one prefix from an app's config, and check them,
+    connecting nothing; the sources' order is in :ref:`precedence`.
 
     :param config: the app's config, or any mapping of keys to values.
-    :param client_class: the client class to use instead of
-        ``<prefix>_CLASS``; the default is ``redis.Redis``, or
-        ``redis.cluster.RedisCluster`` for a cluster.
+    :param client_class: the client class to use instead of ``<prefix>_CLASS``.
     :param defaults: keyword arguments given in code, under the config.
+    :return: :class:`SentinelSettings` with Sentinel, :class:`ClusterSettings`
+        with a Redis Cluster, else :class:`ClientSettings`.
     :raise ConfigurationError: a value that cannot be used.
 
     .. versionchanged:: 2.0
@@ -817,21 +807,18 @@ def client_settings_from_config(
     if single and _is_subclass(client_class, "redis.client", "Redis"):
         raise ConfigurationError(
             _place(sources["single_connection_client"], "single_connection_client"),
-            f"True makes {_class_name(client_class)} connect when it is built,"
-            " and init_app makes no connection; its one connection would also"
-            " be shared by every thread of the app. For one connection, set"
-            f" {prefix}_MAX_CONNECTIONS = 1 and"
+            "True would connect as the client is built, and share one connection"
+            f" among all threads; set {prefix}_MAX_CONNECTIONS = 1 and"
             f" {prefix}_CONNECTION_POOL_CLASS = 'redis.BlockingConnectionPool'.",
         )
-    # The values Flask-And-Redis sets itself, where the config sets none: host
-    # name verification with TLS (redis-py before 6 skips it), and retries.
+    # What Flask-And-Redis sets where the config does not: host name verification
+    # with TLS (redis-py before 6 skips it), retries, driver info and a handshake.
     ours: dict[str, t.Any] = {}
     if kwargs.get("ssl") and (keywords is None or "ssl_check_hostname" in keywords):
         ours["ssl_check_hostname"] = True
     if keywords is not None:
         ours["retry"] = _at_most_once(keywords.get("retry"))
-        # redis-py 8 looks its own version up (importlib.metadata) for each
-        # client it builds unless told: ~1 ms, here paid once per init_app.
+        # Untold, redis-py 8 looks its version up for each client it builds (~1 ms).
         told = {"driver_info", "lib_name", "lib_version"} & set(kwargs)
         if "driver_info" in keywords and not told:
             from redis.driver_info import DriverInfo
@@ -871,14 +858,19 @@ def _client_kwargs(
     keywords: Mapping[str, t.Any] | None,
     client_class: Callable[..., t.Any],
 ) -> tuple[dict[str, t.Any], dict[str, str]]:
-    """The client's keyword arguments, and where each came from: one pass over
-    the sources, lowest first (code, ``<prefix>_OPTIONS``, the discrete keys,
-    the URL), checking each value. A source that says where to connect drops
-    what lower ones said of another way to connect."""
+    """The client's keyword arguments, checked, and where each came from; sources
+    are read lowest first (code, ``<prefix>_OPTIONS``, keys, URL). A source that
+    says where to connect drops what lower ones said of another way to connect."""
     options_key, url_key = f"{prefix}_OPTIONS", f"{prefix}_URL"
     options = _mapping(config, options_key, "{'socket_timeout': 5}")
-    try:  # redis.Redis's keywords are keys of every prefix, which a class that
-        # does not take them refuses (and a cluster client that would drop them)
+    for source, given in (("code", defaults), (options_key, options)):
+        for name in sorted({"sentinels", "cluster_nodes"} & set(given)):
+            raise ConfigurationError(
+                _place(source, name),
+                f"the {name.replace('_', ' ')} are not a client keyword; set"
+                f" {prefix}_{name.upper()} or use a redis+{_TRANSPORTS[name]}:// URL.",
+            )
+    try:  # redis.Redis's keywords are keys of every prefix, refused where not taken
         redis_keywords = _keywords(_default_client_class())[0]
     except ImportError:  # a custom provider, without redis-py
         redis_keywords = {}
@@ -930,23 +922,19 @@ def _mapping(
         raise ConfigurationError(
             key,
             f"a {type(mapping).__name__} is not a mapping; expected a dict of"
-            f" keyword arguments, such as {example}.",
+            f" keyword arguments such as {example}.",
         )
     for name in mapping:
         if not isinstance(name, str):
-            raise ConfigurationError(
-                f"{key}[{name!r}]",
-                f"the key {name!r} is not a string; expected the names of"
-                " keyword arguments, such as 'socket_timeout'.",
-            )
+            problem = "is not a string; expected the names of keyword arguments."
+            raise _invalid(f"{key}[{name!r}]", name, problem)
     return mapping
 
 
 def _key_values(
     config: Mapping[str, t.Any], prefix: str, names: set[str]
 ) -> list[tuple[str, object, str]]:
-    """The discrete keys -- ``<prefix>_<KEYWORD>`` for each keyword *name*,
-    and the sentinels or cluster nodes -- as (keyword, value, key)."""
+    """The discrete keys of the keyword *names*, sentinels and cluster nodes."""
     names -= {name.lower() for name in _OWN_KEYS}
     suffixes = {*(name.upper() for name in names), *_OWN_KEYS}
     known = {f"{prefix}_{suffix}" for suffix in suffixes}
@@ -956,9 +944,7 @@ def _key_values(
                 hint = difflib.get_close_matches(key, known, n=1, cutoff=0.85)
                 if hint:  # (and REDIS_CACHE_URL is another prefix's key)
                     raise ConfigurationError(
-                        key,
-                        "this key is not read by Flask-And-Redis; did you mean"
-                        f" {hint[0]}?",
+                        key, f"not a key of Flask-And-Redis; did you mean {hint[0]}?"
                     )
     values: list[tuple[str, object, str]] = []
     for name in sorted(names):
@@ -989,25 +975,13 @@ def _socket_path(value: object, key: str) -> str | None:
         return value
     parts = urlsplit(value)
     if parts.netloc or parts.query or parts.fragment:
-        raise ConfigurationError(
-            key,
-            f"{_show(key, value)} is not a plain socket path; a unix URL with"
-            " credentials or options goes in the _URL key.",
-        )
+        problem = "is not a plain socket path; a URL with options goes in the _URL key."
+        raise _invalid(key, value, problem)
     return unquote(parts.path)
 
 
-# Why a client takes one way to connect only, by the way a source names first.
-_ONE_TRANSPORT = {
-    "sentinel": "with Sentinel, the sentinels tell the client where the master is",
-    "cluster": "a cluster client starts from the nodes of one list",
-    "unix": "a client connects either to a socket path or to a host and port",
-}
-
-
 def _transport(values: list[tuple[str, object, str]]) -> str | None:
-    """How one source says to connect (``"sentinel"``, ``"cluster"``,
-    ``"unix"`` or ``"tcp"``), if it does; it may say only one."""
+    """How one source says to connect (sentinel, cluster, unix or tcp), if it does."""
     named = sorted(
         (item for item in values if item[0] in _TRANSPORTS and item[1] is not None),
         key=lambda item: list(_TRANSPORTS).index(item[0]),
@@ -1018,9 +992,8 @@ def _transport(values: list[tuple[str, object, str]]) -> str | None:
             what = f"the {name.replace('_', ' ')}"  # the sentinels, the cluster nodes
             if name == "unix_socket_path":
                 what = f"the unix socket {value!r}"
-            why = _ONE_TRANSPORT[_TRANSPORTS[name]]
-            problem = f"cannot be combined with {what} from {_place(source, name)}"
-            problem += f": {why}. Remove one of them."
+            problem = f"cannot be combined with {what} from {_place(source, name)};"
+            problem += " remove one of them."
             raise _invalid(_place(other_source, other), other_value, problem)
     return _TRANSPORTS[named[0][0]] if named else None
 
@@ -1031,31 +1004,24 @@ def _check_tls(
     url: _ParsedURL | None,
     prefix: str,
 ) -> None:
-    """TLS only where a connection can use it, and TLS options only with TLS.
-    Keyword arguments in code are defaults: the config's plain URL or socket
-    turns their TLS off."""
+    """TLS only where a connection can use it, TLS options only with TLS; the
+    config's plain URL or socket turns off TLS given in code (a default)."""
     # redis://, redis+sentinel:// and redis+cluster:// all mean no TLS.
     plain_url = url is not None and url.scheme.partition("+")[0] == "redis"
     if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
         if sources["ssl"] == "code":
             del kwargs["ssl"], sources["ssl"]
         else:
-            where = "the client connects through a unix socket, which has no TLS"
-            advice = "connect to a host and port"
+            problem = "a unix socket has no TLS; connect to a host and port"
             if plain_url and url is not None:
-                where = f"{prefix}_URL uses {url.scheme}://, which means no TLS"
-                advice = f"use a rediss{url.scheme[5:]}:// URL"
-            raise ConfigurationError(
-                _place(sources["ssl"], "ssl"),
-                f"TLS is on, but {where}; {advice}, or turn TLS off.",
-            )
+                problem = f"{prefix}_URL uses {url.scheme}://, which means no TLS;"
+                problem += f" use a rediss{url.scheme[5:]}:// URL"
+            key = _place(sources["ssl"], "ssl")
+            raise ConfigurationError(key, f"TLS is on, but {problem}, or turn it off.")
     for name, value in kwargs.items() if not kwargs.get("ssl") else ():
         if name.startswith("ssl_") and value is not None and sources[name] != "code":
-            raise ConfigurationError(
-                _place(sources[name], name),
-                f"TLS options are set but TLS is off; set {prefix}_SSL = True or use a"
-                " rediss:// URL, or remove this option.",
-            )
+            problem = f"TLS is off; set {prefix}_SSL = True or use a rediss:// URL."
+            raise ConfigurationError(_place(sources[name], name), problem)
 
 
 # == 4. Checking values =========================================================
@@ -1073,26 +1039,18 @@ def _checked(
     if keywords is not None and name not in keywords:
         class_name = _class_name(client_class)
         hint = difflib.get_close_matches(name, keywords, n=1)
-        why = ""
+        problem = f"{class_name}() takes no keyword argument {name!r}"
+        problem += f"; did you mean {hint[0]!r}?" if hint else "."
         if _is_subclass(client_class, "redis.cluster", "RedisCluster"):
-            why = f" {class_name} hands on to its nodes only the keywords in"
-            why += " redis.cluster.REDIS_ALLOWED_KEYS, and drops others without a word."
-        raise ConfigurationError(
-            place,
-            f"{class_name}() takes no keyword argument {name!r}"
-            + (f"; did you mean {hint[0]!r}?" if hint else ".")
-            + f"{why} Its keyword arguments are documented in help({class_name}).",
-        )
+            problem += " It passes its nodes only redis.cluster.REDIS_ALLOWED_KEYS."
+        raise ConfigurationError(place, f"{problem} See help({class_name}).")
     shown = _show(name, value)
     if source.endswith("_URL"):
         shown = f"the option {name}={shown}"
     if isinstance(value, str) and name in _OBJECT_KEYWORDS:
-        raise ConfigurationError(
-            place,
-            f"{shown} is a string, but {name} takes an object, not its name; set"
-            " it to the object itself (for a pool class, use the"
-            " _CONNECTION_POOL_CLASS key).",
-        )
+        problem = f"{shown} is a string, but {name} takes an object, not its name"
+        problem += " (a pool class goes in the _CONNECTION_POOL_CLASS key)."
+        raise ConfigurationError(place, problem)
     default = keywords.get(name) if keywords else None
     kind, accepted, check = _RULES.get(name, (type(default), "", _any))
     if kind not in _ACCEPTED and name not in _RULES:
@@ -1120,9 +1078,8 @@ _NONE = ("", "none", "null")
 
 
 def _convert(kind: t.Any, value: object) -> t.Any:
-    """*value* as *kind* (bool, int, float or str), from a string too: the
-    environment's, or a JSON number where a string is meant (Flask's
-    ``from_prefixed_env`` reads ``FLASK_REDIS_PASSWORD=1234`` as ``1234``)."""
+    """*value* as *kind* (bool, int, float or str), from a string too, or from a
+    number where a string is meant (``FLASK_REDIS_PASSWORD=1234`` gives ``1234``)."""
     if kind not in (bool, int, float, str):
         return kind(value)
     if isinstance(value, str) and kind is not str:
@@ -1138,15 +1095,11 @@ def _convert(kind: t.Any, value: object) -> t.Any:
 
 
 def _to_path(value: object) -> str:
-    return (
-        os.fspath(value)
-        if isinstance(value, os.PathLike)
-        else t.cast(str, _convert(str, value))
-    )
+    path = os.fspath(value) if isinstance(value, os.PathLike) else _convert(str, value)
+    return t.cast(str, path)
 
 
 def _to_enum(value: object) -> object:
-    """A ``redis.cluster.LoadBalancingStrategy``, or its value."""
     from redis.cluster import LoadBalancingStrategy
 
     return LoadBalancingStrategy(value.lower() if isinstance(value, str) else value)
@@ -1156,12 +1109,10 @@ def _is_host(host: str) -> bool:
     """An IP address, or a host name as DNS spells one (labels of 1 to 63 letters,
     digits, '-' or '_'): no URL or credentials, which ClientSettings.url shows."""
     try:
-        return bool(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    try:
+        if ":" in host:  # no host name has one
+            return bool(ipaddress.IPv6Address(host))
         name = host.encode("idna").decode()  # refuses empty or long labels
-    except UnicodeError:
+    except ValueError:  # UnicodeError too
         return False
     label = r"(?!-)[\w-]{1,63}(?<!-)"
     host_name = re.fullmatch(rf"{label}(\.{label})*\.?", name, re.A)
@@ -1190,9 +1141,8 @@ _TEXT = str, "a string, or None", _any
 _FILE = _to_path, "the path of an existing file", os.path.isfile
 _SECONDS = float, "a number of seconds greater than 0, or None (up to a day)", _seconds
 
-# How to read the keywords whose default does not say (None, or an int for
-# seconds), what each accepts, and checks redis-py would skip or make only at the
-# first command. Others are read as their default's type, None where it is None.
+# How to read keywords whose default does not say (None, or an int for seconds), what
+# each accepts, and checks redis-py skips; others are read as their default's type.
 _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
     "host": (
         str,
@@ -1207,11 +1157,7 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
     **dict.fromkeys(("lib_name", "lib_version", "ssl_ca_data", "ssl_ciphers"), _TEXT),
     **dict.fromkeys(("socket_timeout", "socket_connect_timeout"), _SECONDS),
     "socket_keepalive": (bool, _ACCEPTED[bool], _any),
-    "socket_read_size": (
-        int,
-        "an integer number of bytes greater than 0",
-        lambda size: size > 0,
-    ),
+    "socket_read_size": (int, "an integer greater than 0", lambda size: size > 0),
     "max_connections": (
         int,
         "an integer greater than 0, or None for no limit",
@@ -1238,17 +1184,11 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
         lambda name: callable(codecs.lookup_error(name)),
     ),
     **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"), _FILE),
-    "ssl_ca_path": (
-        _to_path,
-        "the path of an existing directory of CA certificates",
-        os.path.isdir,
-    ),
+    "ssl_ca_path": (_to_path, "the path of an existing directory", os.path.isdir),
     "ssl_cert_reqs": (
         lambda reqs: reqs if isinstance(reqs, ssl.VerifyMode) else _convert(str, reqs),
         "'required' (the default), 'optional' or 'none', or an ssl.VerifyMode",
-        lambda reqs: (
-            isinstance(reqs, ssl.VerifyMode) or reqs in ("required", "optional", "none")
-        ),
+        lambda reqs: reqs in (*ssl.VerifyMode, "required", "optional", "none"),
     ),
     "load_balancing_strategy": (  # redis.cluster.RedisCluster's
         _to_enum,
@@ -1257,8 +1197,7 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
         _any,
     ),
 }
-# Keywords that take an object: redis-py would fail on a string given for one
-# only when it connects, or with an error that names no key.
+# Keywords that take an object: redis-py fails on a string late, or naming no key.
 _OBJECT_KEYWORDS = frozenset(
     "address_remap cache cache_config connection_pool credential_provider"
     " driver_info event_dispatcher maint_notifications_config redis_connect_func"
@@ -1272,31 +1211,41 @@ _URL_SCHEMES = (
     "redis rediss unix redis+sentinel rediss+sentinel redis+cluster rediss+cluster"
 ).split()
 _URL_EXPECTED = (
-    "expected a URL such as 'redis://[[user]:password@]host[:port][/db]',"
-    " 'rediss://…' for TLS, 'unix://[[user]:password@]/path/to/redis.sock[?db=0]',"
-    " 'redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master[/db]'"
-    " or 'redis+cluster://[[user]:password@]host[:port][,host[:port]…]'"
+    "expected a URL such as 'redis://[[user]:password@]host[:port][/db]' (rediss://"
+    " for TLS), 'unix:///path/to/redis.sock[?db=0]', 'redis+sentinel://host[:port]"
+    "[,host[:port]…]/master[/db]' or 'redis+cluster://host[:port][,host[:port]…]'"
 )
 
 
 @dataclass(frozen=True)
 class _ParsedURL:
     scheme: str
-    # Client keywords (query values still as text), and "sentinels" or
-    # "cluster_nodes": the addresses of a multi-host URL.
+    # Client keywords (query values as text), and a multi-host URL's addresses.
     kwargs: dict[str, object]
     topology: str | None = None  # "sentinel" or "cluster" for those URLs
     service_name: str | None = None  # the master named by a Sentinel URL
 
 
 def _parse_url(url: object, key: str) -> _ParsedURL:
-    """Split a Redis URL into client keyword arguments, as redis-py's
-    ``parse_url`` does (``?db=`` wins over the path; all percent-decoded), but
-    reporting every problem, and tolerating a trailing slash (``/12/``)."""
+    """A Redis URL's client keywords, read as redis-py's ``parse_url`` reads them
+    (``?db=`` wins over the path), but reporting every problem; ``/12/`` is fine."""
     invalid = functools.partial(_invalid, key, url)
     if not isinstance(url, str) or not url.strip():
         raise invalid(f"is not a URL; {_URL_EXPECTED}.")
-    _check_url_is_unambiguous(url, key)
+    # Without "//", urlsplit reads credentials as part of the path ("redis:/:pw@h").
+    _, colon, rest = url.strip().partition(":")
+    if not colon or not rest.startswith("//"):
+        raise invalid(f"does not begin with a scheme and '://'; {_URL_EXPECTED}.")
+    # mask_url ends the userinfo at the last "@", urlsplit at the first "/", "?" or
+    # "#": one unescaped in a password would connect elsewhere, showing the rest.
+    userinfo, at, _ = rest[2:].rpartition("@")
+    if at and any(char in userinfo for char in "/?#"):
+        raise invalid(
+            "has an '@' after a '/', '?' or '#', which hides where the password ends."
+            " Percent-encode it: urllib.parse.quote(password, safe='')."
+        )
+    if "#" in rest:
+        raise invalid("has a '#'; in a password or another value, write it as %23.")
     try:
         parts = urlsplit(url.strip())
     except ValueError:  # its message may quote the password
@@ -1313,10 +1262,7 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         raise invalid(f"has an invalid port; expected {_RULES['port'][1]}.")
     if any("=" not in item for item in parts.query.split("&") if item):
         # Most likely the rest of a password with an unescaped "&": unnamed.
-        raise invalid(
-            "has a query option without a value; write options as name=value, and"
-            " percent-encode an '&' in a password as %26."
-        )
+        raise invalid("has an option without '='; in a password, write '&' as %26.")
     kwargs: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         kwargs.setdefault(name, value)
@@ -1327,10 +1273,7 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
     path = unquote(parts.path)
     if scheme == "unix":
         if parts.hostname or port is not None or not path.startswith("/"):
-            raise invalid(
-                "has no absolute socket path; a unix URL has three slashes before"
-                " the path: 'unix:///run/redis.sock'."
-            )
+            raise invalid("has no absolute path, as in 'unix:///run/redis.sock'.")
         kwargs["unix_socket_path"] = path
         return _ParsedURL(scheme, kwargs)
     topology = scheme.partition("+")[2]
@@ -1355,41 +1298,14 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         hosts = parts.netloc.rpartition("@")[2].split(",")
         nodes = tuple(_address(unquote(host), default_port) for host in hosts)
     except ValueError:
-        raise invalid(
-            "does not list its hosts as host[:port], separated by commas;"
-            f" {_URL_EXPECTED}."
-        ) from None
+        problem = "does not list its hosts as host[:port], separated by commas"
+        raise invalid(f"{problem}; {_URL_EXPECTED}.") from None
     kwargs["sentinels" if topology == "sentinel" else "cluster_nodes"] = nodes
     return _ParsedURL(scheme, kwargs, topology, service_name)
 
 
-def _check_url_is_unambiguous(url: str, key: str) -> None:
-    invalid = functools.partial(_invalid, key, url)
-    # Without "//", urlsplit reads no host, and takes credentials for part
-    # of the path ("redis:/:password@host/0").
-    _, colon, rest = url.strip().partition(":")
-    if not colon or not rest.startswith("//"):
-        raise invalid(f"does not begin with a scheme and '://'; {_URL_EXPECTED}.")
-    # mask_url ends the userinfo at the last "@", urlsplit the host at the
-    # first "/", "?" or "#": an unescaped one in a password would connect
-    # elsewhere or with part of it, and show the rest in messages.
-    userinfo, at, _ = rest[2:].rpartition("@")
-    if at and any(char in userinfo for char in "/?#"):
-        raise invalid(
-            "has an '@' after a '/', '?' or '#', so where its password ends is"
-            " unclear. Percent-encode the user name and the password"
-            " (urllib.parse.quote(password, safe='')), and any other '@' as %40."
-        )
-    if "#" in rest:
-        raise invalid(
-            "has a '#', which Redis URLs do not use; in a password or another"
-            " value, percent-encode it as %23."
-        )
-
-
 def _address(item: object, default_port: int) -> tuple[str, int]:
-    """``"host[:port]"`` (``"[::1]:port"`` for IPv6), or a ``(host, port)``
-    pair, as ``(host, port)``; ValueError if it is not an address."""
+    """``"host[:port]"`` (``"[::1]:port"`` for IPv6) or ``(host, port)``, checked."""
     if isinstance(item, (list, tuple)) and len(item) == 2:
         host, port = str(_convert(str, item[0])).strip(), _convert(int, item[1])
     elif isinstance(item, str):
@@ -1414,8 +1330,7 @@ def _address(item: object, default_port: int) -> tuple[str, int]:
 def _addresses(
     value: object, key: str, default_port: int
 ) -> tuple[tuple[str, int], ...]:
-    """A list of ``"host:port"`` strings (or ``(host, port)`` pairs), or the
-    same as one comma-separated string (as the environment gives it)."""
+    """``"host:port"`` strings or ``(host, port)`` pairs, or one string with commas."""
     items = value.split(",") if isinstance(value, str) else value
     try:
         if not isinstance(items, (list, tuple)) or not items:
@@ -1424,10 +1339,8 @@ def _addresses(
     except (TypeError, ValueError):
         raise ConfigurationError(
             key,
-            f"{_show(key, value)} is not a list of addresses; expected 'host:port'"
-            f" strings (the port defaults to {default_port}), such as"
-            f" ['10.0.0.1:{default_port}', '10.0.0.2:{default_port}'], or the"
-            " same as one comma-separated string.",
+            f"{_show(key, value)} is not a list of addresses ('host:port', port"
+            f" {default_port} by default), nor one comma-separated string of them.",
         ) from None
 
 

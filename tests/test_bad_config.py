@@ -45,7 +45,7 @@ BLOCKING = "redis.BlockingConnectionPool"
 ABLOCKING = "redis.asyncio.BlockingConnectionPool"
 A_URL = "'redis://[[user]:password@]host[:port][/db]'"  # the first URL form listed
 TLS_ON, TLS_OFF = "TLS is on", "TLS is off"
-EITHER = "either to a socket path or to a host and port"
+BOTH = "cannot be combined with the unix socket"
 A_DICT = "a dict of keyword arguments"
 # Configs too long for a row.
 ASYNCIO_POOL_FOR_SYNC = {"CONNECTION_POOL_CLASS": ABLOCKING}
@@ -68,6 +68,7 @@ INFINITE_POOL_TIMEOUT = {
     "CONNECTION_POOL_CLASS": BLOCKING,
     "CONNECTION_POOL_TIMEOUT": "inf",
 }
+NODES = {"cluster_nodes": ["n1:7000"]}  # not a client keyword
 
 
 def bad(
@@ -193,10 +194,11 @@ BAD_CONFIGS = [
     bad("OPTIONS[1]", "the names of keyword arguments", "1", OPTIONS={1: 2}),
     bad("OPTIONS['port']", "1 to 65535", "'x'", OPTIONS={"port": "x", "password": PW}),
     bad("OPTIONS['ssl_password']", "rediss://", TLS_OFF, OPTIONS={"ssl_password": PW}),
+    bad("OPTIONS['sentinels']", "set REDIS_SENTINELS", "", OPTIONS={"sentinels": "s"}),
     # Unix sockets.
-    bad("PORT", EITHER, HOST="/run/redis.sock", PORT=6380, PASSWORD=PW),
-    bad("PORT", EITHER, "'/r.sock'", HOST="unix:///r.sock", PORT="6380"),
-    bad("OPTIONS['port']", EITHER, "1", OPTIONS={"unix_socket_path": "/s", "port": 1}),
+    bad("PORT", BOTH, HOST="/run/redis.sock", PORT=6380, PASSWORD=PW),
+    bad("PORT", BOTH, "'/r.sock'", HOST="unix:///r.sock", PORT="6380"),
+    bad("OPTIONS['port']", BOTH, "1", OPTIONS={"unix_socket_path": "/s", "port": 1}),
     bad("UNIX_SOCKET_PATH", "keep one of them", HOST="/a", UNIX_SOCKET_PATH="/b"),
     bad("UNIX_SOCKET_PATH", "a unix socket", UNIX_SOCKET_PATH=""),
     bad("UNIX_SOCKET_PATH", "a unix socket", UNIX_SOCKET_PATH=" "),
@@ -262,6 +264,7 @@ BAD_CONFIGS = [
     bad("keyword argument 'prot'", "did you mean 'port'?", "", init={"prot": 1}),
     bad("keyword argument 'db'", "0 or more", "-1", init={"db": -1, "password": PW}),
     bad("keyword argument 'ssl'", "true or false", "2", init={"ssl": 2}),
+    bad("keyword argument 'cluster_nodes'", "set REDIS_CLUSTER_NODES", "", init=NODES),
     bad("PORT", "1 to 65535", init={"config_prefix": "CACHE"}, PORT="bad"),
 ]
 
