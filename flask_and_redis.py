@@ -135,11 +135,9 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         #: The client class given to :meth:`from_custom_provider`, if any.
         self.provider: Callable[..., t.Any] | None = None
         self._bindings = weakref.WeakKeyDictionary[Flask, _Binding]()
-        # The app last resolved and its binding, so that the hot path is one
-        # identity check; it keeps that one app alive until another is used.
+        # The app last resolved and its binding: the hot path is one identity check.
         self._last: tuple[object, _Binding] = (_NO_APP, t.cast("_Binding", None))
-        # Serialises registering and resolving an app off the hot path, so a
-        # lookup that began before an init_app cannot cache its stale answer.
+        # So that a lookup begun before an init_app cannot cache a stale answer.
         self._lock = threading.Lock()
         if app is not None:
             self.init_app(app)
@@ -189,11 +187,9 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
                 f"The prefix {prefix!r} is already registered on the app {app.name!r}"
                 f"; use its extension, or give this one its own: {suggestion}."
             )
+        defaults = {**self.client_kwargs, **client_kwargs}
         settings = client_settings_from_config(
-            app.config,
-            prefix,
-            client_class=self.provider,
-            defaults={**self.client_kwargs, **client_kwargs},
+            app.config, prefix, client_class=self.provider, defaults=defaults
         )
         record, timing = (
             _checked(key, app.config.get(key, False), key, {key: False}, bool)
@@ -216,8 +212,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             app.cli.add_command(cli)
         hook = getattr(getattr(app, "async_to_sync", None), "__func__", None)
         if settings.is_asyncio and hook is Flask.async_to_sync:
-            # One event loop for the app's async views (see _run_in_views_loop)
-            # unless the app has its own; ``del app.async_to_sync`` undoes it.
+            # One event loop for async views, unless the app has its own hook.
             app.async_to_sync = functools.partial(_run_in_views_loop, app)  # type: ignore[method-assign]
         name = _class_name(settings.client_class)
         logger.debug("%s on app %r: %s to %s", prefix, app.name, name, settings.url)
@@ -303,10 +298,9 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         del self._current_binding().client[name]
 
     def __repr__(self) -> str:
-        bindings = list(self._bindings.values())
-        app = _cv_app.get(_NO_CONTEXT).app
-        if app is not None:
-            bindings = [self._bindings[app]] if app in self._bindings else []
+        current = _cv_app.get(_NO_CONTEXT).app
+        apps = [current] if current is not None else list(self._bindings)
+        bindings = [self._bindings[app] for app in apps if app in self._bindings]
         where = f"{self.config_prefix} on {len(bindings)} apps"
         if len(bindings) == 1:
             where = f"{bindings[0].settings.prefix} {bindings[0].settings.url}"
@@ -334,8 +328,7 @@ _NO_CONTEXT = SimpleNamespace(app=None)  # the app context outside of one
 
 def _client_attribute(name: str, doc: str | None) -> property:
     def get(self: Redis) -> t.Any:
-        # The path of every call through the extension: _current_binding is
-        # written out here, as a method call would add a third to its cost.
+        # _current_binding written out: a method call would add a third to it.
         app = _cv_app.get(_NO_CONTEXT).app
         cached_app, binding = self._last
         if app is not cached_app:
@@ -504,10 +497,9 @@ def _registered_settings(app: Flask) -> dict[str, ClientSettings]:
 
 @dataclass(frozen=True, repr=False)
 class ClientSettings:
-    """The client one prefix of one app gets: its class and keyword arguments.
-
-    Made by :func:`client_settings_from_config`; :meth:`create_client` builds
-    the client. The ``repr`` and :attr:`url` mask passwords.
+    """The client one prefix of one app gets, from
+    :func:`client_settings_from_config`. The ``repr`` and :attr:`url` mask
+    passwords.
 
     :param prefix: the config prefix, ``"REDIS"`` by default.
     :param client_class: the class (or factory) the client is made with.
@@ -515,10 +507,9 @@ class ClientSettings:
     :param sources: where each keyword came from: a config key (``"REDIS_URL"``),
         ``"code"`` (:class:`Redis`'s keyword arguments) or ``"default"`` (set by
         Flask-And-Redis): see :ref:`precedence`.
-    :param connection_pool_class: the class of the client's pool
-        (``<prefix>_CONNECTION_POOL_CLASS``); ``None`` for the client's own.
-    :param connection_pool_kwargs: further keyword arguments of that class
-        (``<prefix>_CONNECTION_POOL_TIMEOUT``).
+    :param connection_pool_class: the class of the client's pool, ``None`` for
+        the client's own (``<prefix>_CONNECTION_POOL_CLASS``).
+    :param connection_pool_kwargs: further keyword arguments of that class.
     """
 
     prefix: str
