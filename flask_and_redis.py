@@ -1,10 +1,8 @@
 """Flask-And-Redis: the Redis connection manager for Flask.
 
-Configure Redis the way the rest of a Flask app is configured -- ``REDIS_URL``
-or ``REDIS_HOST``/``REDIS_PORT``/``REDIS_DB``/``REDIS_PASSWORD``, a client
-class, a prefix per database -- and get a ready client on ``redis.connection``
-and ``app.extensions["redis"][prefix]``, with every client method callable on
-the extension itself::
+Configure Redis as the rest of a Flask app is configured (``REDIS_URL``, or
+``REDIS_HOST``, ``REDIS_PORT``, …; a prefix per database) and get a client on
+``redis.connection``, with every client method callable on the extension::
 
     from flask import Flask
     from flask_and_redis import Redis
@@ -16,13 +14,11 @@ the extension itself::
     with app.app_context():
         redis.set("greeting", "hello")
 
-The module is the whole runtime: install it, or copy this one file into a
-project. Its sections: 1. the extension, :class:`Redis`; 2. settings
-(:class:`ClientSettings`); 3. reading the config
-(:func:`client_settings_from_config`); 4. checking values; 5. URLs;
-6. topologies: the client class, Sentinel and Cluster; 7. building clients;
-8. following Sentinel failovers; 9. asyncio; 10. the ``flask redis`` command;
-11. integrations.
+The module is the whole runtime: install it, or copy this one file. Its
+sections: 1. the extension; 2. settings; 3. reading the config; 4. checking
+values; 5. URLs; 6. topologies: the client class, Sentinel and Cluster;
+7. building clients; 8. following Sentinel failovers; 9. asyncio; 10. the
+``flask redis`` command; 11. integrations.
 """
 
 from __future__ import annotations
@@ -96,14 +92,11 @@ logger = logging.getLogger("flask_and_redis")
 
 
 class ConfigurationError(ValueError):
-    """A configuration value that Flask-And-Redis cannot use.
+    """A config value that :meth:`Redis.init_app` (or
+    :func:`client_settings_from_config`) cannot use (see :ref:`config-errors`).
 
-    Raised by :meth:`Redis.init_app` (and :func:`client_settings_from_config`)
-    before any connection is made. The message names the config key, shows the
-    value with secrets masked, and says what is accepted.
-
-    :param key: the config key (``"REDIS_PORT"``) or the place the value came
-        from (``"REDIS_OPTIONS['socket_timeout']"``).
+    :param key: the config key (``"REDIS_PORT"``) or where the value came from
+        (``"REDIS_OPTIONS['socket_timeout']"``).
     :param message: what is wrong and what is accepted.
     """
 
@@ -116,19 +109,13 @@ class ConfigurationError(ValueError):
 
 
 class Redis(_ClientInterface, t.Generic[ClientT]):
-    """The Redis extension: a client per app, configured from ``app.config``.
-
-    Every public attribute of the client -- ``get``, ``set``, ``pipeline``,
-    ``pubsub``, … -- is available on the extension and resolves to the client
-    of the current app; so is item access (``redis["key"]``). The client itself
-    is :attr:`connection` and ``app.extensions["redis"][prefix]``.
+    """The Redis extension: a client per app, configured from ``app.config``,
+    with the attributes of the current app's client (:attr:`connection`).
 
     :param app: the app to register on now; or call :meth:`init_app` later.
-    :param config_prefix: the prefix of the config keys, ``"REDIS"`` by
-        default; use one extension, with its own prefix, per database.
-    :param client_kwargs: keyword arguments for the client class, used as
-        defaults under the app's config (``Redis(decode_responses=True)``).
-        ``strict`` is accepted and ignored, as in flask-redis.
+    :param config_prefix: the prefix of the config keys; one per database.
+    :param client_kwargs: client keyword arguments, under the app's config
+        (``decode_responses=True``); ``strict`` is ignored, as in flask-redis.
     """
 
     __slots__: tuple[str, ...] = ("__weakref__", "_bindings", "_last", "_lock")
@@ -147,13 +134,10 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         self.client_kwargs = client_kwargs
         #: The client class given to :meth:`from_custom_provider`, if any.
         self.provider: Callable[..., t.Any] | None = None
-        self._bindings: weakref.WeakKeyDictionary[Flask, _Binding]
-        self._bindings = weakref.WeakKeyDictionary()
-        # The app last resolved and its binding, so that the hot path is one
-        # identity check; it keeps that one app alive until another is used.
+        self._bindings = weakref.WeakKeyDictionary[Flask, _Binding]()
+        # The app last resolved and its binding: the hot path is one identity check.
         self._last: tuple[object, _Binding] = (_NO_APP, t.cast("_Binding", None))
-        # Serialises registering and resolving an app off the hot path, so a
-        # lookup that began before an init_app cannot cache its stale answer.
+        # So that a lookup begun before an init_app cannot cache a stale answer.
         self._lock = threading.Lock()
         if app is not None:
             self.init_app(app)
@@ -162,18 +146,14 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
     def from_custom_provider(
         cls, provider: Callable[..., ClientT], app: Flask | None = None, **kwargs: t.Any
     ) -> Redis[ClientT]:
-        """Make an extension whose clients are built by *provider*, in the
-        place of ``<prefix>_CLASS``: flask-redis's way to swap the client
-        class (``fakeredis.FakeRedis`` in tests). It needs no ``from_url``.
+        """Make an extension whose clients are built by *provider* in the place
+        of ``<prefix>_CLASS``, as in flask-redis (``fakeredis.FakeRedis``).
 
         :param kwargs: ``config_prefix`` and client keyword arguments.
         :raise AssertionError: *provider* is ``None`` (as in flask-redis).
         """
         if provider is None:
-            raise AssertionError(
-                "The custom provider is None; pass the client class to use,"
-                " such as fakeredis.FakeRedis."
-            )
+            raise AssertionError("The custom provider is None; pass a client class.")
         extension = cls(**kwargs)
         extension.provider = provider
         if app is not None:
@@ -183,42 +163,33 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
     def init_app(
         self, app: Flask, config_prefix: str | None = None, **client_kwargs: t.Any
     ) -> None:
-        """Register the extension on *app*: read and check its config, build
-        its client, and store it in ``app.extensions["redis"][prefix]``.
-        Makes no connection.
+        """Register the extension on *app*: check its config and build its
+        client (``app.extensions["redis"][prefix]``), making no connection.
 
-        :param config_prefix: the prefix for this app; defaults to the
-            extension's own.
-        :param client_kwargs: client keyword arguments for this app, over the
-            extension's and under the app's config.
+        :param config_prefix: this app's prefix, if not the extension's.
+        :param client_kwargs: client keyword arguments, over the extension's.
         :raise ConfigurationError: a config value that cannot be used.
-        :raise RuntimeError: the app has this extension already, or another
-            one with the same prefix.
+        :raise RuntimeError: the app has this extension, or another with the prefix.
         """
-        prefix = self.config_prefix
-        if config_prefix is not None:
-            prefix = _checked_prefix(config_prefix)
+        prefix = self.config_prefix if config_prefix is None else config_prefix
+        prefix = _checked_prefix(prefix)
         client_kwargs.pop("strict", None)
         registered = app.extensions.get("redis", {})
         suggestion = f"Redis(app, config_prefix={_free_prefix(registered, prefix)!r})"
         if app in self._bindings:
             raise RuntimeError(
                 f"This Redis extension is already registered on the app {app.name!r}"
-                f" (prefix {self._bindings[app].settings.prefix!r}); call init_app"
-                f" once per app. For another database, create another extension:"
-                f" {suggestion}."
+                f" (prefix {self._bindings[app].settings.prefix!r}); call init_app once"
+                f" per app, or create another extension: {suggestion}."
             )
         if prefix in registered:
             raise RuntimeError(
-                f"Another Redis extension is already registered on the app"
-                f" {app.name!r} with the prefix {prefix!r}. Import and use that one,"
-                f" or give this one a prefix of its own: {suggestion}."
+                f"The prefix {prefix!r} is already registered on the app {app.name!r}"
+                f"; use its extension, or give this one its own: {suggestion}."
             )
+        defaults = {**self.client_kwargs, **client_kwargs}
         settings = client_settings_from_config(
-            app.config,
-            prefix,
-            client_class=self.provider,
-            defaults={**self.client_kwargs, **client_kwargs},
+            app.config, prefix, client_class=self.provider, defaults=defaults
         )
         record, timing = (
             _checked(key, app.config.get(key, False), key, {key: False}, bool)
@@ -241,8 +212,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             app.cli.add_command(cli)
         hook = getattr(getattr(app, "async_to_sync", None), "__func__", None)
         if settings.is_asyncio and hook is Flask.async_to_sync:
-            # One event loop for the app's async views (see _run_in_views_loop)
-            # unless the app has its own; ``del app.async_to_sync`` undoes it.
+            # One event loop for async views, unless the app has its own hook.
             app.async_to_sync = functools.partial(_run_in_views_loop, app)  # type: ignore[method-assign]
         name = _class_name(settings.client_class)
         logger.debug("%s on app %r: %s to %s", prefix, app.name, name, settings.url)
@@ -256,8 +226,7 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
 
     @property
     def replica(self) -> t.Any:
-        """The replica client of the current app, for reads that may lag the
-        master a little: with Sentinel only (see :doc:`sentinel`).
+        """The current app's replica client, with Sentinel only (see :doc:`sentinel`).
 
         .. versionadded:: 2.0
         """
@@ -266,10 +235,8 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
             return binding.replica
         prefix = binding.settings.prefix
         raise RuntimeError(
-            f"{prefix} has no replica client: replicas are found through Redis"
-            f" Sentinel, and {prefix} is not configured for it. Set"
-            f" {prefix}_SENTINELS and {prefix}_SENTINEL_MASTER, or a"
-            f" redis+sentinel:// {prefix}_URL; or read from the client itself."
+            f"{prefix} has no replica client (Sentinel only): set {prefix}_SENTINELS"
+            f" and {prefix}_SENTINEL_MASTER, or a redis+sentinel:// {prefix}_URL."
         )
 
     def settings_for(self, app: Flask) -> ClientSettings:
@@ -282,16 +249,21 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         return binding if app is cached_app else self._find_binding(app)
 
     def _find_binding(self, app: Flask | None) -> _Binding:
+        prefix = self.config_prefix
         with self._lock:
             if app is not None:
                 binding = self._bindings.get(app)
                 if binding is None:
                     raise RuntimeError(
                         f"The current application {app.name!r} is not registered"
-                        f" with this Redis extension (prefix {self.config_prefix!r})."
-                        " Call init_app(app) on it in your app factory, or use the"
-                        " extension that was registered on this app."
+                        f" with this Redis extension (prefix {prefix!r}); call"
+                        " init_app(app) on it, or use the extension registered on it."
                     )
+            elif not self._bindings:
+                raise RuntimeError(
+                    f"This Redis extension (prefix {prefix!r}) is not registered on"
+                    " any application; call redis.init_app(app)."
+                )
             elif len(self._bindings) == 1:
                 binding = next(iter(self._bindings.values()))
             else:
@@ -303,15 +275,10 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
                     if quart_app in self._bindings:
                         return self._bindings[quart_app]
                 raise RuntimeError(
-                    "Working outside of application context, and this Redis"
-                    f" extension (prefix {self.config_prefix!r}) is registered on"
-                    f" {len(self._bindings)} applications, so it cannot tell which"
-                    " client to use. Push an app context ('with"
-                    " app.app_context():'), or use app.extensions['redis'][prefix]."
-                    if self._bindings
-                    else f"This Redis extension (prefix {self.config_prefix!r}) is"
-                    " not registered on any application. Call redis.init_app(app),"
-                    " or create it with Redis(app)."
+                    "Working outside of application context, and this Redis extension"
+                    f" (prefix {prefix!r}) is registered on {len(self._bindings)}"
+                    " applications: push an app context ('with app.app_context():'),"
+                    " or use app.extensions['redis'][prefix]."
                 )
             self._last = (app, binding)
             return binding
@@ -331,18 +298,16 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         del self._current_binding().client[name]
 
     def __repr__(self) -> str:
-        bindings = list(self._bindings.values())
-        app = _cv_app.get(_NO_CONTEXT).app
-        if app is not None:
-            bindings = [self._bindings[app]] if app in self._bindings else []
+        current = _cv_app.get(_NO_CONTEXT).app
+        apps = [current] if current is not None else list(self._bindings)
+        bindings = [self._bindings[app] for app in apps if app in self._bindings]
         where = f"{self.config_prefix} on {len(bindings)} apps"
         if len(bindings) == 1:
             where = f"{bindings[0].settings.prefix} {bindings[0].settings.url}"
         return f"<{type(self).__module__}.{type(self).__name__} {where}>"
 
     def __copy__(self) -> Redis[ClientT]:
-        """A new extension with the same settings and registrations; apps
-        registered on it later are its own."""
+        """The same settings and registrations; apps registered later are its own."""
         copied = type(self)(config_prefix=self.config_prefix, **self.client_kwargs)
         copied.provider = self.provider
         for app, binding in list(self._bindings.items()):
@@ -363,8 +328,7 @@ _NO_CONTEXT = SimpleNamespace(app=None)  # the app context outside of one
 
 def _client_attribute(name: str, doc: str | None) -> property:
     def get(self: Redis) -> t.Any:
-        # The path of every call through the extension: _current_binding is
-        # written out here, as a method call would add a third to its cost.
+        # _current_binding written out: a method call would add a third to it.
         app = _cv_app.get(_NO_CONTEXT).app
         cached_app, binding = self._last
         if app is not cached_app:
@@ -373,9 +337,8 @@ def _client_attribute(name: str, doc: str | None) -> property:
 
     def refuse(self: Redis, *value: object) -> t.NoReturn:
         raise AttributeError(
-            f"{name!r} of a Redis extension is the current app's client's; it"
-            " cannot be set here. To replace it in a test, patch the client:"
-            f" mock.patch.object(redis.connection, {name!r})."
+            f"{name!r} of a Redis extension is the current app's client's and cannot be"
+            f" set; patch the client: mock.patch.object(redis.connection, {name!r})."
         )
 
     get.__name__ = name
@@ -383,9 +346,8 @@ def _client_attribute(name: str, doc: str | None) -> property:
 
 
 def _expose_attributes(client: object, own_only: bool = False) -> None:
-    """Make the public attributes of *client* (a client or its class; with
-    *own_only*, those it has of its own) properties of the extension: a
-    ``__getattr__`` would slow every call down."""
+    """Make the public attributes of *client* (or its class; with *own_only*, its
+    own only) properties of the extension: a ``__getattr__`` would slow calls."""
     client_class = client if isinstance(client, type) else type(client)
     for name in getattr(client, "__dict__", ()) if own_only else dir(client):
         if not name.startswith("_") and not hasattr(Redis, name):
@@ -404,9 +366,8 @@ def _checked_prefix(prefix: object) -> str:
     if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z]\w*(?<!_)", prefix):
         raise ConfigurationError(
             "config_prefix",
-            f"{prefix!r} is not a config prefix; expected letters, digits and"
-            " underscores, starting with a letter and not ending with '_', such as"
-            " 'REDIS' or 'CACHE_REDIS'.",
+            f"{prefix!r} is not a config prefix like 'REDIS': expected letters, digits"
+            " and underscores, starting with a letter and not ending with '_'.",
         )
     return prefix
 
@@ -459,9 +420,8 @@ class _BuiltOnFirstUse(_Binding):
 
 
 def _bind(settings: ClientSettings) -> _Binding:
-    """What serves one app and prefix: its client, a cluster client built on
-    first use, or for an asyncio client class a client per event loop. Makes
-    no connection; a value that redis-py refuses is a ConfigurationError."""
+    """What serves one app and prefix: its client, a cluster's built on first use,
+    or a client per event loop; what redis-py refuses is a ConfigurationError."""
     if isinstance(settings, ClusterSettings) and not settings.is_asyncio:
         _expose_attributes(settings.client_class)  # (it connects as it is built)
         return _BuiltOnFirstUse(settings)
@@ -493,9 +453,8 @@ def _bind(settings: ClientSettings) -> _Binding:
     if not hasattr(client, "aclose"):
         raise ConfigurationError(
             f"{settings.prefix}_CLASS",
-            f"{_class_name(settings.client_class)} is an asyncio client class"
-            " without aclose(), which closes a client with its event loop; use"
-            " redis-py 5.0.1 or later.",
+            f"{_class_name(settings.client_class)} is an asyncio client class without"
+            " aclose() (to close it with its event loop); use redis-py 5.0.1 or later.",
         )
     return LoopLocalClient(settings)
 
@@ -538,23 +497,19 @@ def _registered_settings(app: Flask) -> dict[str, ClientSettings]:
 
 @dataclass(frozen=True, repr=False)
 class ClientSettings:
-    """The client one prefix of one app gets: its class and keyword arguments.
-
-    Made by :func:`client_settings_from_config`; :meth:`create_client` builds
-    the client. The ``repr`` and :attr:`url` mask passwords.
+    """The client one prefix of one app gets, from
+    :func:`client_settings_from_config`. The ``repr`` and :attr:`url` mask
+    passwords.
 
     :param prefix: the config prefix, ``"REDIS"`` by default.
     :param client_class: the class (or factory) the client is made with.
     :param kwargs: the keyword arguments it is called with.
-    :param sources: where each keyword came from: the config key
-        (``"REDIS_URL"``, ``"REDIS_PORT"``, ``"REDIS_OPTIONS"``), ``"code"``
-        for keyword arguments given to :class:`Redis` or :meth:`Redis.init_app`,
-        or ``"default"`` for a value Flask-And-Redis sets itself (host name
-        verification when TLS is on, the retry policy).
-    :param connection_pool_class: the class of the client's pool
-        (``<prefix>_CONNECTION_POOL_CLASS``); ``None`` for the client's own.
-    :param connection_pool_kwargs: further keyword arguments of that class,
-        such as ``timeout`` (``<prefix>_CONNECTION_POOL_TIMEOUT``).
+    :param sources: where each keyword came from: a config key (``"REDIS_URL"``),
+        ``"code"`` (:class:`Redis`'s keyword arguments) or ``"default"`` (set by
+        Flask-And-Redis): see :ref:`precedence`.
+    :param connection_pool_class: the class of the client's pool, ``None`` for
+        the client's own (``<prefix>_CONNECTION_POOL_CLASS``).
+    :param connection_pool_kwargs: further keyword arguments of that class.
     """
 
     prefix: str
@@ -575,9 +530,8 @@ class ClientSettings:
         return f"{self._scheme()}://{userinfo}{address}/{database}"
 
     def masked_kwargs(self) -> dict[str, t.Any]:
-        """The keyword arguments with every secret replaced by ``***``; so is
-        the user name of a URL without a password, as :func:`mask_url` does
-        (``redis://secret@host`` is often a password in its place)."""
+        """The keyword arguments with every secret replaced by ``***``, and the
+        user name of a URL without a password, as :func:`mask_url` does."""
         masked = {
             name: _MASK if _SECRET_NAME.search(name) and value is not None else value
             for name, value in self.kwargs.items()
@@ -595,8 +549,7 @@ class ClientSettings:
 
     @property
     def is_asyncio(self) -> bool:
-        """Whether the client class is an asyncio one (``redis.asyncio.Redis``
-        or a subclass), whose connections belong to an event loop."""
+        """Whether the client class is an asyncio one, as ``redis.asyncio.Redis``."""
         return _is_asyncio(self.client_class)
 
     def _scheme(self, topology: str = "") -> str:
@@ -619,13 +572,12 @@ class ClientSettings:
 
 @dataclass(frozen=True, repr=False, kw_only=True)
 class SentinelSettings(ClientSettings):
-    """The clients of a master that Redis Sentinel watches and of its replicas,
-    which the sentinels are asked for. :attr:`kwargs` are for the connections
-    to them, :attr:`sentinel_kwargs` for those to the sentinels.
+    """The clients of a master that Redis Sentinel watches and of its replicas.
 
     :param service_name: the name the sentinels know the master by.
     :param sentinels: the sentinels' addresses, as ``(host, port)``.
-    :param sentinel_kwargs: keyword arguments of the sentinels' clients.
+    :param sentinel_kwargs: keyword arguments of the sentinels' clients (those
+        of the master's and replicas' are :attr:`kwargs`).
 
     .. versionadded:: 2.0
     """
@@ -642,15 +594,13 @@ class SentinelSettings(ClientSettings):
         return f"{self._scheme('+sentinel')}://{self._userinfo()}{hosts}/{master}"
 
     def create_client(self) -> t.Any:
-        """Build the master's client. Makes no connection; its first
-        connection asks the sentinels where the master is, and starts
-        following failovers (see :ref:`sentinel-failover`)."""
+        """Build the master's client, which follows failovers (see
+        :ref:`sentinel-failover`). Makes no connection."""
         return _sentinel_client(self, master=True)
 
     def create_replica_client(self) -> t.Any:
-        """Build a client of the master's replicas, for reads: each new
-        connection goes to a replica that the sentinels report up, in turn,
-        or to the master if none is. Makes no connection."""
+        """Build a client of the master's replicas, for reads (see
+        :doc:`sentinel`). Makes no connection."""
         return _sentinel_client(self, master=False)
 
 
@@ -673,9 +623,7 @@ class ClusterSettings(ClientSettings):
         return f"{self._scheme('+cluster')}://{self._userinfo()}{hosts}"
 
     def create_client(self) -> t.Any:
-        """Build the client. Unlike other clients, a sync cluster client
-        connects here: it asks the startup nodes which node serves which keys.
-        An asyncio one asks at its first command."""
+        """Build the client; unlike others, a sync cluster client connects here."""
         module = "redis.asyncio.cluster" if self.is_asyncio else "redis.cluster"
         node_class = importlib.import_module(module).ClusterNode
         nodes = [node_class(host, port) for host, port in self.nodes]
@@ -692,10 +640,9 @@ _QUERY_SECRET = re.compile(
     r"[?&][^=&#]*(?:password|secret|token)[^=&#]*=(?P<value>(?:[^&]|&(?![^&=#]*=))*)",
     re.IGNORECASE,
 )
-# The userinfo ends at the last "@": passwords may contain unescaped "@" and "/",
-# which urlsplit would misread. Its password follows its first ":"; without one,
-# it is masked whole. A "?password=" value with an "@" reads as userinfo too:
-# masking both readings hides it either way.
+# The userinfo ends at the last "@" (a password may hold an unescaped "@" or "/",
+# which urlsplit misreads); its password follows its first ":", or it is masked
+# whole. A "?password=" value with an "@" reads as userinfo too: both are masked.
 _USERINFO_SECRET = re.compile(r"(?:.*?://)?(?:[^:]*:)?(?P<value>.*)@", re.DOTALL)
 _MASK = "***"
 
