@@ -1447,8 +1447,7 @@ def _client_class_and_topology(
     if provider is not None:
         class_key = "the provider of Redis.from_custom_provider()"
     elif config.get(class_key) is not None:
-        expected = "a client class or its dotted path, such as 'redis.Redis' or"
-        expected += " 'redis.asyncio.Redis'"
+        expected = "a client class or its dotted path, such as 'redis.Redis'"
         client_class = _resolve_class(config[class_key], class_key, expected)
     flag = config.get(key("CLUSTER"))
     if flag is not None:
@@ -1575,10 +1574,9 @@ def _is_redis_class(client_class: object, name: str) -> bool:
 def _keywords(
     client_class: Callable[..., t.Any], topology: str = "server"
 ) -> tuple[dict[str, t.Any], bool]:
-    """The keyword arguments *client_class* names, with their defaults, and
-    whether it takes any other. Follows ``functools.wraps`` (redis-py 6 wraps
-    ``Redis.__init__``) and ``**kwargs`` handed on to a base class; a cluster
-    client's go to its nodes, which keep ``redis.cluster.REDIS_ALLOWED_KEYS``."""
+    """The keyword arguments *client_class* names, with defaults, and whether it
+    takes others: through ``functools.wraps`` (redis-py 6 wraps ``__init__``) and
+    ``**kwargs`` handed on to a base class, or by a cluster client to its nodes."""
     by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     initialisers = [client_class]
     if isinstance(client_class, type):  # object.__init__ takes nothing
@@ -1669,8 +1667,7 @@ def _cluster_nodes(
     sources: Mapping[str, str],
     nodes: tuple[tuple[str, int], ...] | None,
 ) -> tuple[tuple[str, int], ...]:
-    """The listed startup nodes, or the host and port; *kwargs* lose what the
-    cluster client does not take."""
+    """The startup nodes listed, or the host and port; *kwargs* lose those and db."""
     if kwargs.get("db", 0) != 0:
         raise ConfigurationError(
             _place(sources["db"], "db"),
@@ -1709,9 +1706,8 @@ def _service_name(
 def _sentinel_kwargs(
     config: Mapping[str, t.Any], prefix: str, kwargs: Mapping[str, t.Any]
 ) -> dict[str, t.Any]:
-    """The sentinels' clients' keyword arguments, highest first: ``_SENTINEL_USERNAME``
-    and ``_PASSWORD``, ``_SENTINEL_OPTIONS``, the master's socket and TLS
-    options. No retries: the next sentinel is asked."""
+    """The sentinels' clients' keyword arguments: ``_SENTINEL_USERNAME``, ``_PASSWORD``
+    over ``_SENTINEL_OPTIONS`` over the master's socket and TLS options; no retries."""
     sentinel_kwargs = {"retry": _no_retries()}
     for name, value in kwargs.items():
         if name.startswith(("socket_", "ssl", "driver_info")):
@@ -1736,20 +1732,19 @@ def _sentinel_kwargs(
 def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     """The client on a pool of the configured class, made with the connection
     class and keywords of the pool the client would make: both connect alike."""
-    client_class, kwargs = settings.client_class, settings.kwargs
-    pool_class = settings.connection_pool_class
+    pool_class, kwargs = settings.connection_pool_class, settings.kwargs
     assert pool_class is not None
-    default_pool = getattr(client_class(**kwargs), "connection_pool", None)
+    default_pool = getattr(settings.client_class(**kwargs), "connection_pool", None)
     key = f"{settings.prefix}_CONNECTION_POOL_CLASS"
     if default_pool is None:
         raise ConfigurationError(
-            key, f"{_class_name(client_class)} has no connection pool."
+            key, f"{_class_name(settings.client_class)} has no connection pool."
         )
     if not issubclass(pool_class, type(default_pool)):
         raise ConfigurationError(
             key,
             f"{_class_name(pool_class)} is not a {_class_name(type(default_pool))},"
-            f" the pool class of {_class_name(client_class)}.",
+            f" the pool class of {_class_name(settings.client_class)}.",
         )
     pool_kwargs = {**default_pool.connection_kwargs, **settings.connection_pool_kwargs}
     if kwargs.get("max_connections") is not None:
@@ -1757,7 +1752,7 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     if getattr(default_pool, "cache", None) is not None:
         pool_kwargs["cache"] = default_pool.cache  # taken out of the kwargs
     pool = pool_class(connection_class=default_pool.connection_class, **pool_kwargs)
-    client = client_class(**kwargs, connection_pool=pool)
+    client = settings.client_class(**kwargs, connection_pool=pool)
     client.auto_close_connection_pool = True  # as if it had made the pool
     return client
 
@@ -1776,8 +1771,7 @@ def _at_most_once(default: t.Any) -> t.Any:
 
 @functools.cache
 def _at_most_once_class(retry_class: type) -> type:
-    """A subclass of *retry_class* (redis.asyncio has its own Retry), named as
-    it acts where ``flask redis config`` shows it."""
+    """A subclass of *retry_class* (redis.asyncio has its own), named as it acts."""
 
     def __repr__(retry: t.Any) -> str:
         return f"AtMostOnceRetry(retries={retry._retries})"
@@ -1786,9 +1780,8 @@ def _at_most_once_class(retry_class: type) -> type:
 
 
 class _AtMostOnceBackoff:
-    """A backoff that ends the retries, instead of giving a delay, of a command
-    that the server may have run, or of a failure that would only repeat (see
-    docs/performance.rst, "The retry decision, in the backoff")."""
+    """A backoff that ends the retries of a command the server may have run, or
+    of a failure that would only repeat (docs/performance.rst explains how)."""
 
     def __init__(self, backoff: t.Any) -> None:
         self.backoff = backoff
@@ -1864,8 +1857,7 @@ def _refusal(prefix: str, connection: t.Any, error: Exception) -> Exception:
         text = f"{prefix}: the server lacks HELLO (RESP3); set {prefix}_PROTOCOL = 2."
     elif "HELLO must be called with the client already authenticated" in text:
         text = f"{prefix}: the server needs a password; set {prefix}_PASSWORD."
-    password = getattr(connection, "password", None)
-    return type(error)(_masked_text(text, password))
+    return type(error)(_masked_text(text, getattr(connection, "password", None)))
 
 
 def _sentinel_client(
@@ -1874,9 +1866,8 @@ def _sentinel_client(
     follow_failovers: bool = True,
     sentinel_manager: t.Any = None,
 ) -> t.Any:
-    """A client of the master (or of the replicas), on a pool that asks the
-    sentinels (through *sentinel_manager*, or its own) where to connect, and
-    with *follow_failovers*, a master's, listens for failovers."""
+    """A client of the master (or replicas) on a pool that asks the sentinels
+    (*sentinel_manager*, or its own) where to connect; a master's follows failovers."""
     pool_class, sentinel_class = _sentinel_classes(settings.is_asyncio)
     if sentinel_manager is None:
         options = dict(settings.sentinel_kwargs)
@@ -1946,9 +1937,8 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
 
     class ReconnectingConnection(module.SentinelManagedConnection):  # type: ignore[misc]
         """Asks the sentinels where to connect whenever it reconnects, which
-        redis-py 6 and later do to the old (maybe dead) master's address. One
-        attempt: the command's own retry is around the call, and connect()
-        would nest a second one."""
+        redis-py 6 and later do to the old (maybe dead) master. One attempt: the
+        command's own retry is around the call; connect() would nest a second."""
 
         if asynchronous:
 
@@ -1982,10 +1972,9 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
         def __init__(
             self, *args: t.Any, follow_failovers: bool = True, **kwargs: t.Any
         ) -> None:
-            connection_class = ReconnectingConnection
-            if kwargs.get("ssl"):
-                connection_class = ReconnectingSSLConnection
-            kwargs.setdefault("connection_class", connection_class)
+            ssl = kwargs.get("ssl")
+            reconnecting = ReconnectingSSLConnection if ssl else ReconnectingConnection
+            kwargs.setdefault("connection_class", reconnecting)
             super().__init__(*args, **kwargs)  # the service name, the sentinels
             if follow_failovers and self.is_master:
                 self.watcher = _FailoverWatcher(self)
@@ -2068,8 +2057,7 @@ class _FailoverWatcher:
             self._pid = None
 
     def _follow(self, host: str, port: int, stopping: threading.Event) -> None:
-        from redis import Redis
-        from redis.exceptions import RedisError
+        from redis import Redis, RedisError
 
         options = {**self._sentinel_manager.sentinel_kwargs, "retry": _no_retries()}
         for name in ("socket_timeout", "socket_connect_timeout"):
