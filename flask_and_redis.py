@@ -1307,8 +1307,7 @@ def _client_class_and_topology(
     if provider is not None:
         class_key = "the provider of Redis.from_custom_provider()"
     elif config.get(class_key) is not None:
-        expected = "a client class or its dotted path, such as 'redis.Redis' or"
-        expected += " 'redis.asyncio.Redis'"
+        expected = "a client class or its dotted path, such as 'redis.Redis'"
         client_class = _resolve_class(config[class_key], class_key, expected)
     flag = config.get(key("CLUSTER"))
     if flag is not None:
@@ -1322,7 +1321,7 @@ def _client_class_and_topology(
         (key("URL"), in_url == "cluster"),
         (key("CLUSTER_NODES"), config.get(key("CLUSTER_NODES")) is not None),
         (key("CLUSTER"), flag is True),
-        (class_key, _is_cluster_class(client_class)),
+        (class_key, _is_redis_class(client_class, "RedisCluster")),
     ]
     sentinel, cluster = [
         next((place for place, says in claims if says), None)
@@ -1330,54 +1329,45 @@ def _client_class_and_topology(
     ]
     if sentinel is not None and cluster is not None:
         raise ConfigurationError(
-            cluster,
-            f"it configures a Redis Cluster, and {sentinel} configures Sentinel;"
-            " a client uses one or the other. Remove one of them.",
+            cluster, f"it configures a Cluster, but {sentinel} configures Sentinel."
         )
     for name in _OWN_KEYS[-4:] if sentinel is None else ():  # SENTINEL_*
         if config.get(key(name)) is not None:
             raise ConfigurationError(
                 key(name),
-                f"{_show(key(name), config[key(name)])} is set, but no sentinels"
-                f" are configured; set {key('SENTINELS')} or use a"
-                f" redis+sentinel:// URL, or remove {key(name)}.",
+                f"{_show(key(name), config[key(name)])} is set, but no sentinels are"
+                f" configured ({key('SENTINELS')} or a redis+sentinel:// URL).",
             )
     if cluster is not None and flag is False:
         raise ConfigurationError(
-            key("CLUSTER"),
-            f"False, but {cluster} configures a Redis Cluster; set it to True, or"
-            " remove it.",
+            key("CLUSTER"), f"False, but {cluster} configures a Redis Cluster."
         )
-    if cluster is not None and not _is_cluster_class(client_class):
+    client_class = client_class or _default_client_class()
+    if cluster is not None and not _is_redis_class(client_class, "RedisCluster"):
         # redis.Redis or redis.asyncio.Redis says which cluster client it is.
         clusters = {"redis.Redis": "cluster", "redis.asyncio.Redis": "asyncio.cluster"}
-        if client_class is not None and _class_name(client_class) not in clusters:
+        if _class_name(client_class) not in clusters:
             raise ConfigurationError(
                 class_key,
                 f"{_class_name(client_class)} is not a cluster client class, which"
-                f" {cluster} needs; leave {key('CLASS')} unset, or name"
-                " redis.cluster.RedisCluster, redis.asyncio.RedisCluster (or a"
-                " subclass), redis.Redis or redis.asyncio.Redis.",
+                f" {cluster} needs (redis.RedisCluster, redis.asyncio.RedisCluster).",
             )
-        module = clusters[_class_name(client_class or _default_client_class())]
+        module = clusters[_class_name(client_class)]
         client_class = importlib.import_module(f"redis.{module}").RedisCluster
     if sentinel is not None and url is not None and in_url is None:
         raise ConfigurationError(
             key("URL"),
             f"{_show(key('URL'), config[key('URL')])} names one server, but"
-            f" {sentinel} configures Sentinel, which names the master; use a"
-            " 'redis+sentinel://host:port[,host:port…]/master[/db]' URL, or"
-            f" remove {sentinel}.",
+            f" {sentinel} configures Sentinel; expected a redis+sentinel:// URL.",
         )
-    if sentinel is not None and client_class is not None:
-        if not _is_redis_class(client_class):
-            raise ConfigurationError(
-                class_key,
-                f"{_class_name(client_class)} is not redis.Redis, redis.asyncio.Redis"
-                f" or a subclass of one, which Sentinel ({sentinel}) needs.",
-            )
+    if sentinel is not None and not _is_redis_class(client_class, "Redis"):
+        raise ConfigurationError(
+            class_key,
+            f"{_class_name(client_class)} is not redis.Redis, redis.asyncio.Redis"
+            f" or a subclass of one, which Sentinel ({sentinel}) needs.",
+        )
     topology = "cluster" if cluster else "sentinel" if sentinel else "server"
-    return client_class or _default_client_class(), topology
+    return client_class, topology
 
 
 def _default_client_class() -> type[t.Any]:
@@ -1385,9 +1375,8 @@ def _default_client_class() -> type[t.Any]:
         import redis
     except ImportError:
         raise ImportError(
-            "Flask-And-Redis needs redis-py for its default client class: install"
-            " it with 'pip install redis', or configure a client class of your"
-            " own (REDIS_CLASS, or Redis.from_custom_provider)."
+            "Flask-And-Redis needs redis-py ('pip install redis'), or a client"
+            " class of your own: <prefix>_CLASS or Redis.from_custom_provider()."
         ) from None
     return redis.Redis
 
@@ -1409,11 +1398,7 @@ def _resolve_class(
                 f" {expected}.",
             ) from None
     if not isinstance(resolved, type) or not is_wanted(resolved):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, value)} is not {expected.partition(' or ')[0]};"
-            f" expected {expected}.",
-        )
+        raise ConfigurationError(key, f"{_show(key, value)} is not {expected}.")
     return resolved
 
 
@@ -1423,16 +1408,14 @@ def _class_name(client_class: Callable[..., t.Any]) -> str:
     name = getattr(client_class, "__qualname__", None) or repr(client_class)
     parts = module.split(".")
     for length in range(1, len(parts)):
-        package = sys.modules.get(".".join(parts[:length]))
-        if getattr(package, name, None) is client_class:
-            module = ".".join(parts[:length])
-            break
+        package = ".".join(parts[:length])
+        if getattr(sys.modules.get(package), name, None) is client_class:
+            return f"{package}.{name}"
     return f"{module}.{name}" if module else name
 
 
 def _is_subclass(client_class: object, module: str, name: str) -> bool:
-    # The module is loaded already if client_class comes from it: no import
-    # is needed to check, and none is made without redis-py.
+    # No import: a class of the module has loaded it (and redis-py may be absent).
     loaded = sys.modules.get(module)
     return (
         loaded is not None
@@ -1441,29 +1424,20 @@ def _is_subclass(client_class: object, module: str, name: str) -> bool:
     )
 
 
-def _is_redis_class(client_class: object) -> bool:
-    return _is_subclass(client_class, "redis.client", "Redis") or _is_subclass(
-        client_class, "redis.asyncio.client", "Redis"
+def _is_redis_class(client_class: object, name: str) -> bool:
+    """A subclass of redis-py's class *name*, or of redis.asyncio's."""
+    return _is_subclass(client_class, "redis", name) or _is_subclass(
+        client_class, "redis.asyncio", name
     )
-
-
-def _is_cluster_class(client_class: object) -> bool:
-    return _is_subclass(client_class, "redis.cluster", "RedisCluster") or _is_subclass(
-        client_class, "redis.asyncio.cluster", "RedisCluster"
-    )
-
-
-_NAMED_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def _keywords(
     client_class: Callable[..., t.Any], topology: str = "server"
 ) -> tuple[dict[str, t.Any], bool]:
-    """The keyword arguments *client_class* names, each with its default, and
-    whether it takes any other keyword too. Follows ``functools.wraps``
-    (redis-py 6 wraps ``Redis.__init__``) and ``**kwargs`` handed on to a base
-    class; a cluster client hands them on to its nodes, which keep
-    ``redis.cluster.REDIS_ALLOWED_KEYS``."""
+    """The keyword arguments *client_class* names, with defaults, and whether it
+    takes others: through ``functools.wraps`` (redis-py 6 wraps ``__init__``) and
+    ``**kwargs`` handed on to a base class, or by a cluster client to its nodes."""
+    by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     initialisers = [client_class]
     if isinstance(client_class, type):  # object.__init__ takes nothing
         bases = [vars(base) for base in client_class.__mro__[:-1]]
@@ -1473,7 +1447,7 @@ def _keywords(
     for initialiser in initialisers:
         parameters = list(inspect.signature(initialiser).parameters.values())
         for parameter in parameters[initialiser is not client_class :]:  # self
-            if parameter.kind in _NAMED_KINDS:
+            if parameter.kind in by_name:
                 keywords.setdefault(parameter.name, parameter.default)
         kinds = {parameter.kind for parameter in parameters}
         takes_any = inspect.Parameter.VAR_KEYWORD in kinds
@@ -1493,11 +1467,6 @@ def _keywords(
     return keywords, takes_any
 
 
-_POOL_CLASS_EXPECTED = (
-    "a connection pool class or its dotted path, such as 'redis.BlockingConnectionPool'"
-)
-
-
 def _connection_pool(
     config: Mapping[str, t.Any],
     prefix: str,
@@ -1506,8 +1475,7 @@ def _connection_pool(
     sources: Mapping[str, str],
     topology: str,
 ) -> tuple[type | None, dict[str, t.Any]]:
-    """``<prefix>_CONNECTION_POOL_CLASS`` and ``_TIMEOUT``: the pool class, and
-    its keyword arguments. The class is configured, not a pool, which could
+    """The pool class and its keyword arguments: a class, not a pool, which could
     follow neither the rest of the config nor several apps."""
     class_key = f"{prefix}_CONNECTION_POOL_CLASS"
     timeout_key = f"{prefix}_CONNECTION_POOL_TIMEOUT"
@@ -1517,10 +1485,8 @@ def _connection_pool(
         if timeout is not None:
             raise ConfigurationError(
                 timeout_key,
-                f"{_show(timeout_key, timeout)} is set, but {class_key} is not: it"
-                " is how long a request waits for a free connection of a blocking"
-                f" pool. Set {class_key} = 'redis.BlockingConnectionPool' too, or"
-                " remove it.",
+                f"{_show(timeout_key, timeout)} is a blocking pool's wait, but"
+                f" {class_key} is not set; set it to 'redis.BlockingConnectionPool'.",
             )
         if topology == "sentinel" and pool in sources:
             raise ConfigurationError(
@@ -1531,18 +1497,17 @@ def _connection_pool(
     pool_class = _resolve_class(
         config[class_key],
         class_key,
-        _POOL_CLASS_EXPECTED,
+        "a connection pool class or its dotted path, such as"
+        " 'redis.BlockingConnectionPool'",
         lambda resolved: callable(getattr(resolved, "get_connection", None)),
     )
     why = ""
     if topology == "sentinel":
-        why = f"cannot be used {sentinel} where the master is; remove {class_key}"
+        why = f"cannot be used {sentinel} where the master is"
     elif keywords is not None and pool not in keywords:
-        why = f"cannot be used by {_class_name(client_class)}(), which takes no"
-        why += f" connection pool; remove {class_key}"
+        why = f"cannot be used: {_class_name(client_class)}() takes no connection pool"
     elif pool in sources:
-        why = "cannot be combined with the connection pool given in"
-        why += f" {_place(sources[pool], pool)}: configure one of them"
+        why = f"cannot be combined with {_place(sources[pool], pool)}; configure one"
     if why:
         raise ConfigurationError(class_key, f"{_class_name(pool_class)} {why}.")
     if timeout_key not in config:
@@ -1550,9 +1515,8 @@ def _connection_pool(
     if "timeout" not in _keywords(pool_class)[0]:
         raise ConfigurationError(
             timeout_key,
-            f"{_class_name(pool_class)}() takes no timeout: only a blocking pool"
-            f" waits for a free connection. Use {class_key} ="
-            f" 'redis.BlockingConnectionPool', or remove {timeout_key}.",
+            f"{_class_name(pool_class)}() takes no timeout; only a blocking pool"
+            " waits, such as 'redis.BlockingConnectionPool'.",
         )
     timeout = _checked("socket_timeout", timeout, timeout_key, None, bool)
     return pool_class, {"timeout": timeout}
@@ -1563,13 +1527,11 @@ def _cluster_nodes(
     sources: Mapping[str, str],
     nodes: tuple[tuple[str, int], ...] | None,
 ) -> tuple[tuple[str, int], ...]:
-    """The listed startup nodes, or the host and port; *kwargs* lose what the
-    cluster client does not take."""
+    """The startup nodes listed, or the host and port; *kwargs* lose those and db."""
     if kwargs.get("db", 0) != 0:
         raise ConfigurationError(
             _place(sources["db"], "db"),
-            f"{kwargs['db']!r} is not valid with a Redis Cluster, which has only"
-            " the database 0; remove it, or set it to 0.",
+            f"{kwargs['db']!r} is not valid: a Redis Cluster has only the database 0.",
         )
     kwargs.pop("db", None)
     if "unix_socket_path" in kwargs:
@@ -1595,9 +1557,8 @@ def _service_name(
             problem = "the master's name is missing"
         raise ConfigurationError(
             key,
-            f"{problem}; set it to the name the sentinels monitor the master by,"
-            " such as 'mymaster', or end the URL with it:"
-            " 'redis+sentinel://host:26379/mymaster/0'.",
+            f"{problem}; set it to the name the sentinels monitor, or end the URL"
+            " with it: 'redis+sentinel://host:26379/mymaster/0'.",
         )
     return name.strip()
 
@@ -1605,16 +1566,12 @@ def _service_name(
 def _sentinel_kwargs(
     config: Mapping[str, t.Any], prefix: str, kwargs: Mapping[str, t.Any]
 ) -> dict[str, t.Any]:
-    """The keyword arguments of the sentinels' clients. Highest first:
-    ``<prefix>_SENTINEL_USERNAME`` and ``_PASSWORD``, ``_SENTINEL_OPTIONS``,
-    the master's socket and TLS options. No retries: the next sentinel is
-    asked."""
-    sentinel_kwargs = {
-        name: value
-        for name, value in kwargs.items()
-        if name.startswith(("socket_", "ssl", "driver_info"))
-    }
-    sentinel_kwargs["retry"] = _no_retries()
+    """The sentinels' clients' keyword arguments: ``_SENTINEL_USERNAME``, ``_PASSWORD``
+    over ``_SENTINEL_OPTIONS`` over the master's socket and TLS options; no retries."""
+    sentinel_kwargs = {"retry": _no_retries()}
+    for name, value in kwargs.items():
+        if name.startswith(("socket_", "ssl", "driver_info")):
+            sentinel_kwargs[name] = value
     options_key = f"{prefix}_SENTINEL_OPTIONS"
     options = _mapping(config, options_key, "{'socket_timeout': 0.5}")
     values = [(name, value, options_key) for name, value in options.items()]
@@ -1633,9 +1590,8 @@ def _sentinel_kwargs(
 
 
 def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
-    """The client of *settings* on a pool of its connection pool class, made
-    with the connection class and keywords of the pool the client would make,
-    so that both ways of building a client connect alike."""
+    """The client on a pool of the configured class, made with the connection
+    class and keywords of the pool the client would make: both connect alike."""
     pool_class, kwargs = settings.connection_pool_class, settings.kwargs
     assert pool_class is not None
     default_pool = getattr(settings.client_class(**kwargs), "connection_pool", None)
@@ -1647,10 +1603,8 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     if not issubclass(pool_class, type(default_pool)):
         raise ConfigurationError(
             key,
-            f"{_class_name(pool_class)} is not a kind of"
-            f" {_class_name(type(default_pool))}, the pool of"
-            f" {_class_name(settings.client_class)}; expected {_POOL_CLASS_EXPECTED}"
-            " (or 'redis.asyncio.BlockingConnectionPool' for redis.asyncio.Redis).",
+            f"{_class_name(pool_class)} is not a {_class_name(type(default_pool))},"
+            f" the pool class of {_class_name(settings.client_class)}.",
         )
     pool_kwargs = {**default_pool.connection_kwargs, **settings.connection_pool_kwargs}
     if kwargs.get("max_connections") is not None:
@@ -1659,43 +1613,35 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
         pool_kwargs["cache"] = default_pool.cache  # taken out of the kwargs
     pool = pool_class(connection_class=default_pool.connection_class, **pool_kwargs)
     client = settings.client_class(**kwargs, connection_pool=pool)
-    # Like a client that made its own pool, it closes the pool when closed.
-    client.auto_close_connection_pool = True
+    client.auto_close_connection_pool = True  # as if it had made the pool
     return client
 
 
 def _at_most_once(default: t.Any) -> t.Any:
     """A copy of the client class's retry policy *default* that never sends a
-    command twice (see :class:`_AtMostOnceBackoff`), for every client, URL or
-    keys alike; a ``retry`` in the config is used as it is."""
+    command twice (see :class:`_AtMostOnceBackoff`)."""
     try:  # Retry has no public accessors for these in every redis-py
         backoff, retries = default._backoff, default._retries
         errors = default._supported_errors
     except AttributeError:  # no Retry, or a redis-py that renamed them
         return None
-    # A subclass of the default's class (redis.asyncio has its own Retry),
-    # named as it acts where `flask redis config` shows it.
-    policy = _RETRY_CLASSES.get(type(default))
-    if policy is None:
-        policy = type("AtMostOnceRetry", (type(default),), {"__repr__": _retry_repr})
-        _RETRY_CLASSES[type(default)] = policy
+    policy = _at_most_once_class(default.__class__)
     return policy(_AtMostOnceBackoff(copy.deepcopy(backoff)), retries, errors)
 
 
-_RETRY_CLASSES: dict[type, type] = {}
+@functools.cache
+def _at_most_once_class(retry_class: type) -> type:
+    """A subclass of *retry_class* (redis.asyncio has its own), named as it acts."""
 
+    def __repr__(retry: t.Any) -> str:
+        return f"AtMostOnceRetry(retries={retry._retries})"
 
-def _retry_repr(retry: t.Any) -> str:
-    return f"AtMostOnceRetry(retries={retry._retries})"
+    return type("AtMostOnceRetry", (retry_class,), {"__repr__": __repr__})
 
 
 class _AtMostOnceBackoff:
-    """A backoff that stops the retries, instead of giving a delay, when the
-    failure came as a command's reply was read (the server may have run it)
-    or as a new connection's handshake timed out, or would only repeat: a
-    wrong password, a certificate that does not verify. redis-py's
-    ``Retry.call_with_retry`` asks for the delay while it handles a failure:
-    this costs nothing per command (see docs/performance.rst)."""
+    """A backoff that ends the retries of a command the server may have run, or
+    of a failure that would only repeat (docs/performance.rst explains how)."""
 
     def __init__(self, backoff: t.Any) -> None:
         self.backoff = backoff
@@ -1744,8 +1690,8 @@ class _Handshake(functools.partial[t.Any]):
 
 
 def _handshake(prefix: str, connection: t.Any) -> None:
-    """redis-py's handshake, as the clients' ``redis_connect_func``: its
-    failures are told without the password (see :func:`_refusal`)."""
+    """The clients' ``redis_connect_func``: redis-py's handshake, its failures
+    told without the password (see :func:`_refusal`)."""
     try:
         connection.on_connect()
         return
@@ -1755,7 +1701,6 @@ def _handshake(prefix: str, connection: t.Any) -> None:
 
 
 async def _async_handshake(prefix: str, connection: t.Any) -> None:
-    """:func:`_handshake`, for asyncio connections."""
     try:
         await connection.on_connect()
         return
@@ -1769,17 +1714,10 @@ def _refusal(prefix: str, connection: t.Any, error: Exception) -> Exception:
     server quotes when it does not know HELLO (``HELLO 3 AUTH user <pass>``)."""
     text = str(error)
     if "unknown command" in text and "HELLO" in text:
-        text = (
-            f"{prefix}: the server does not know HELLO, which starts RESP3; set"
-            f" {prefix}_PROTOCOL = 2."
-        )
+        text = f"{prefix}: the server lacks HELLO (RESP3); set {prefix}_PROTOCOL = 2."
     elif "HELLO must be called with the client already authenticated" in text:
-        text = (
-            f"{prefix}: the server needs a password; set {prefix}_PASSWORD (or"
-            f" give it in {prefix}_URL), and {prefix}_USERNAME for an ACL user."
-        )
-    password = getattr(connection, "password", None)
-    return type(error)(_masked_text(text, password))
+        text = f"{prefix}: the server needs a password; set {prefix}_PASSWORD."
+    return type(error)(_masked_text(text, getattr(connection, "password", None)))
 
 
 def _sentinel_client(
@@ -1788,36 +1726,25 @@ def _sentinel_client(
     follow_failovers: bool = True,
     sentinel_manager: t.Any = None,
 ) -> t.Any:
-    """A client of the master (or of the replicas), on a pool that asks the
-    sentinels (through *sentinel_manager*, or its own) where to connect; with
-    *follow_failovers*, a master's pool also listens for failovers (see
-    :class:`_FailoverWatcher`), which the ``flask redis`` command does without."""
+    """A client of the master (or replicas) on a pool that asks the sentinels
+    (*sentinel_manager*, or its own) where to connect; a master's follows failovers."""
     pool_class, sentinel_class = _sentinel_classes(settings.is_asyncio)
     if sentinel_manager is None:
-        sentinel_kwargs = dict(settings.sentinel_kwargs)
-        if settings.is_asyncio and sentinel_kwargs.get("retry") == _no_retries():
+        options = dict(settings.sentinel_kwargs)
+        if settings.is_asyncio and options.get("retry") == _no_retries():
             retry_class = importlib.import_module("redis.asyncio.retry").Retry
-            sentinel_kwargs["retry"] = _no_retries(retry_class)  # its asyncio twin
-        sentinel_manager = sentinel_class(
-            settings.sentinels, sentinel_kwargs=sentinel_kwargs
-        )
-    # redis.Redis's keywords describe connections and go to the pool; those a
-    # subclass adds are its own.
-    own, connection = {}, {}
+            options["retry"] = _no_retries(retry_class)  # its asyncio twin
+        sentinel_manager = sentinel_class(settings.sentinels, sentinel_kwargs=options)
+    # redis.Redis's keywords go to the pool; those a subclass adds, to the client.
+    own, pool_kwargs = {}, {"is_master": master, "follow_failovers": follow_failovers}
     redis_keywords = _keywords(_default_client_class())[0]
     for name, value in settings.kwargs.items():
         if name not in redis_keywords:
             own[name] = value
         elif settings.kwargs.get("ssl") or not name.startswith("ssl_"):
             # Without TLS, redis.Redis ignores TLS options; connections fail.
-            connection[name] = value
-    pool = pool_class(
-        settings.service_name,
-        sentinel_manager,
-        is_master=master,
-        follow_failovers=follow_failovers,
-        **connection,
-    )
+            pool_kwargs[name] = value
+    pool = pool_class(settings.service_name, sentinel_manager, **pool_kwargs)
     client = settings.client_class(connection_pool=pool, **own)
     client.auto_close_connection_pool = True  # as Sentinel.master_for does
     return client
@@ -1825,9 +1752,8 @@ def _sentinel_client(
 
 # == 8. Following Sentinel failovers ============================================
 
-# After a sentinel announces a new master, the others report the old one until
-# they hear of it, within their 2 s hello period: trust the announcement for
-# a while longer than that.
+# Sentinels hear of a new master within their 2 s hello period, and report the
+# old one until then: an announcement is trusted over them for longer.
 _ANNOUNCEMENT_TRUSTED_FOR = 10.0
 _WATCH_INTERVAL = 0.25  # how often a watcher checks whether to stop
 _WATCH_RETRY_DELAY = 0.5  # between attempts to reach a sentinel that is down
@@ -1836,17 +1762,15 @@ _WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
 
 @functools.cache
 def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.Any]]:
-    """redis-py's Sentinel pool and Sentinel client (or redis.asyncio's), made
-    to follow failovers (see :class:`_FailoverWatcher`); on first use, as the
-    module imports without redis-py."""
+    """redis-py's (or redis.asyncio's) Sentinel pool and client, made to follow
+    failovers; on first use, as the module imports without redis-py."""
     module: t.Any = importlib.import_module(
         f"redis{'.asyncio' * asynchronous}.sentinel"
     )
 
     class FollowingSentinel(module.Sentinel):  # type: ignore[misc]
-        """Asks the sentinels where the master is, unless one has just
-        announced a new master: then the ones that have not heard of it yet
-        are not asked."""
+        """Asks the sentinels where the master is, unless one has just announced
+        a new master that the others may not have heard of yet."""
 
         def __init__(
             self, sentinels: t.Sequence[tuple[str, int]], **kwargs: t.Any
@@ -1857,14 +1781,12 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             self.announcements: dict[str, tuple[tuple[str, int], float]] = {}
 
         def announce(self, service_name: str, address: tuple[str, int]) -> bool:
-            """Trust *address* as the master for a while; ``False`` if it
-            is trusted already."""
-            now = time.monotonic()
-            announced = self.announcements.get(service_name)
-            if announced is not None and announced[0] == address and now < announced[1]:
+            """Trust *address* as the master for a while; False if it is already."""
+            trusted, until = self.announcements.get(service_name, (None, 0.0))
+            if trusted == address and time.monotonic() < until:
                 return False
-            trusted_until = now + _ANNOUNCEMENT_TRUSTED_FOR
-            self.announcements[service_name] = (address, trusted_until)
+            until = time.monotonic() + _ANNOUNCEMENT_TRUSTED_FOR
+            self.announcements[service_name] = (address, until)
             return True
 
         def discover_master(self, service_name: str) -> t.Any:
@@ -1874,11 +1796,9 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             return _awaitable(address) if asynchronous else address
 
     class ReconnectingConnection(module.SentinelManagedConnection):  # type: ignore[misc]
-        """Asks the sentinels where to connect whenever it reconnects: redis-py
-        6 and later reconnect a connection that a failed command closed to its
-        old address, so a command retried after its master died would be
-        retried against the dead master. One attempt: the command's own retry
-        is around the call, and connect() would nest a second one."""
+        """Asks the sentinels where to connect whenever it reconnects, which
+        redis-py 6 and later do to the old (maybe dead) master. One attempt: the
+        command's own retry is around the call; connect() would nest a second."""
 
         if asynchronous:
 
@@ -1904,25 +1824,20 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
         pass
 
     class FollowingSentinelPool(module.SentinelConnectionPool):  # type: ignore[misc]
-        """A master's pool follows failovers from its first connection in
-        each process until it is closed, unless made with *follow_failovers*
-        false; closing it also closes its connections to the sentinels."""
+        """A master's pool follows failovers, unless *follow_failovers* is
+        false; closing it closes its connections to the sentinels too."""
+
+        watcher: _FailoverWatcher | None = None
 
         def __init__(
-            self,
-            service_name: str,
-            sentinel_manager: t.Any,
-            follow_failovers: bool = True,
-            **kwargs: t.Any,
+            self, *args: t.Any, follow_failovers: bool = True, **kwargs: t.Any
         ) -> None:
-            connection_class = ReconnectingConnection
-            if kwargs.get("ssl"):
-                connection_class = ReconnectingSSLConnection
-            kwargs.setdefault("connection_class", connection_class)
-            self.watcher = None
-            if follow_failovers and kwargs.get("is_master", True):
-                self.watcher = _FailoverWatcher(self, sentinel_manager, service_name)
-            super().__init__(service_name, sentinel_manager, **kwargs)
+            ssl = kwargs.get("ssl")
+            reconnecting = ReconnectingSSLConnection if ssl else ReconnectingConnection
+            kwargs.setdefault("connection_class", reconnecting)
+            super().__init__(*args, **kwargs)  # the service name, the sentinels
+            if follow_failovers and self.is_master:
+                self.watcher = _FailoverWatcher(self)
 
         def get_connection(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
             if self.watcher is not None:
@@ -1932,9 +1847,8 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
         if asynchronous:
 
             async def release(self, connection: t.Any) -> None:
-                # A connection busy as the master changed goes on to the old
-                # one, unless closed here: redis.asyncio's pool keeps it
-                # (redis-py's closes it, as owns_connection() says).
+                # Busy as the master changed: redis.asyncio's pool would keep it,
+                # on the old master (redis-py's closes it, as owns_connection() says).
                 address = (connection.host, connection.port)
                 if self.is_master and address != self.master_address:
                     await connection.disconnect()
@@ -1967,21 +1881,14 @@ async def _awaitable(value: t.Any) -> t.Any:
 
 
 class _FailoverWatcher:
-    """Makes a master's pool follow a failover as soon as a sentinel
-    announces it: redis-py's pool asks the sentinels where the master is only
-    as it opens a connection, and its open ones go on writing to the old
-    master until it is demoted, ten seconds or more, losing the writes.
+    """Makes a master's pool follow a failover as soon as a sentinel announces
+    it: a daemon thread per sentinel listens for ``+switch-master`` (see
+    docs/sentinel.rst, "Following failovers")."""
 
-    A daemon thread per sentinel listens for ``+switch-master``; on news of
-    our master, the pool learns the new address and closes its connections,
-    busy ones as they come back (an asyncio pool, in the loop of its first
-    connection). Started by the pool's first connection in each process,
-    stopped as the pool is closed."""
-
-    def __init__(self, pool: t.Any, sentinel_manager: t.Any, service_name: str) -> None:
+    def __init__(self, pool: t.Any) -> None:
         self._pool = weakref.ref(pool)
-        self._sentinel_manager = sentinel_manager
-        self._service_name = service_name
+        self._sentinel_manager = pool.sentinel_manager
+        self._service_name = pool.service_name
         self._lock = threading.Lock()
         self._pid: int | None = None  # the process the threads run in
         self._stopping = threading.Event()
@@ -1993,10 +1900,7 @@ class _FailoverWatcher:
             if self._pid == os.getpid():
                 return
             self._pid, self._stopping = os.getpid(), threading.Event()
-            try:  # an asyncio pool's loop runs what it is told
-                self._loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._loop = None
+            self._loop = _running_loop()  # an asyncio pool's runs what it is told
             for host, port in self._sentinel_manager.addresses:
                 threading.Thread(
                     target=self._follow,
@@ -2006,16 +1910,14 @@ class _FailoverWatcher:
                 ).start()
 
     def stop(self) -> None:
-        """Stop following. The threads end within ``_WATCH_INTERVAL``, unwaited
-        for: a finaliser that closes a dropped app's client must not block
-        the request that happened to drop it."""
+        """Stop following, not waiting for the threads (each ends within
+        ``_WATCH_INTERVAL``): a finaliser must not block the request it ran in."""
         with self._lock:
             self._stopping.set()
             self._pid = None
 
     def _follow(self, host: str, port: int, stopping: threading.Event) -> None:
-        from redis import Redis
-        from redis.exceptions import RedisError
+        from redis import Redis, RedisError
 
         options = {**self._sentinel_manager.sentinel_kwargs, "retry": _no_retries()}
         for name in ("socket_timeout", "socket_connect_timeout"):
@@ -2033,8 +1935,7 @@ class _FailoverWatcher:
                 except RedisError as error:
                     if not failing:
                         logger.warning(
-                            "Cannot hear failovers of %r from the sentinel %s:%s,"
-                            " trying again: %s",
+                            "Cannot hear failovers of %r from %s:%s, retrying: %s",
                             self._service_name,
                             host,
                             port,
@@ -2048,9 +1949,8 @@ class _FailoverWatcher:
                 data = message["data"] if message else b""
                 fields = (data.decode() if isinstance(data, bytes) else data).split()
                 pool = self._pool()
-                if len(fields) != 5 or fields[0] != self._service_name:
-                    continue
-                if pool is None or not fields[4].isdigit():
+                ours = len(fields) == 5 and fields[0] == self._service_name
+                if pool is None or not ours or not fields[4].isdigit():
                     continue
                 address = (fields[3], int(fields[4]))
                 if self._sentinel_manager.announce(self._service_name, address):
