@@ -4,13 +4,8 @@ Configure Redis as the rest of a Flask app is configured (``REDIS_URL``, or
 ``REDIS_HOST``, ``REDIS_PORT``, …; a prefix per database) and get a client on
 ``redis.connection``, with every client method callable on the extension::
 
-    from flask import Flask
-    from flask_and_redis import Redis
-
-    app = Flask(__name__)
     app.config["REDIS_URL"] = "redis://localhost:6379/0"
     redis = Redis(app)
-
     with app.app_context():
         redis.set("greeting", "hello")
 
@@ -56,13 +51,11 @@ from flask.cli import ScriptInfo
 from flask.globals import _cv_app  # flask.current_app's context variable
 
 if t.TYPE_CHECKING:
-    # Type checkers see the extension as a redis-py client, so that calls through
-    # it are checked; at run time it hands each call to the current app's client.
+    # Type checkers see a redis-py client: calls through the extension are checked.
     from redis import Redis as _ClientInterface
     from typing_extensions import TypeVar
 
-    #: The class of the clients an extension makes (``redis.Redis`` unless
-    #: annotated otherwise, or inferred from a custom provider).
+    #: The extension's client class (redis.Redis, unless annotated or a provider's).
     ClientT = TypeVar("ClientT", default=_ClientInterface)
 else:
 
@@ -92,8 +85,7 @@ logger = logging.getLogger("flask_and_redis")
 
 
 class ConfigurationError(ValueError):
-    """A config value that :meth:`Redis.init_app` (or
-    :func:`client_settings_from_config`) cannot use (see :ref:`config-errors`).
+    """A config value that :meth:`Redis.init_app` cannot use (:ref:`config-errors`).
 
     :param key: the config key (``"REDIS_PORT"``) or where the value came from
         (``"REDIS_OPTIONS['socket_timeout']"``).
@@ -109,8 +101,7 @@ class ConfigurationError(ValueError):
 
 
 class Redis(_ClientInterface, t.Generic[ClientT]):
-    """The Redis extension: a client per app, configured from ``app.config``,
-    with the attributes of the current app's client (:attr:`connection`).
+    """The Redis extension: a client per app from ``app.config`` (:attr:`connection`).
 
     :param app: the app to register on now; or call :meth:`init_app` later.
     :param config_prefix: the prefix of the config keys; one per database.
@@ -214,13 +205,11 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
         if settings.is_asyncio and hook is Flask.async_to_sync:
             # One event loop for async views, unless the app has its own hook.
             app.async_to_sync = functools.partial(_run_in_views_loop, app)  # type: ignore[method-assign]
-        name = _class_name(settings.client_class)
-        logger.debug("%s on app %r: %s to %s", prefix, app.name, name, settings.url)
+        logger.debug("Registered on the app %r: %r", app.name, settings)
 
     @property
     def connection(self) -> ClientT:  # type: ignore[override]
-        """The client of the current app (for an asyncio client class, the
-        running event loop's). In a hot loop, take it once and call it."""
+        """The current app's client (with asyncio, the running event loop's)."""
         client: ClientT = self._current_binding().client
         return client
 
@@ -346,8 +335,7 @@ def _client_attribute(name: str, doc: str | None) -> property:
 
 
 def _expose_attributes(client: object, own_only: bool = False) -> None:
-    """Make the public attributes of *client* (or its class; with *own_only*, its
-    own only) properties of the extension: a ``__getattr__`` would slow calls."""
+    """*client*'s public attributes as properties of Redis: faster than __getattr__."""
     client_class = client if isinstance(client, type) else type(client)
     for name in getattr(client, "__dict__", ()) if own_only else dir(client):
         if not name.startswith("_") and not hasattr(Redis, name):
@@ -389,8 +377,7 @@ class _Binding:
 
 
 class _BuiltOnFirstUse(_Binding):
-    """A cluster's binding: its client connects as it is built, so it is built
-    on first use, and stood in for until then (as Flask-Caching's client)."""
+    """A cluster's binding: its client connects when built, so waits for first use."""
 
     __slots__ = ("_built", "_lock")
 
@@ -420,8 +407,7 @@ class _BuiltOnFirstUse(_Binding):
 
 
 def _bind(settings: ClientSettings) -> _Binding:
-    """What serves one app and prefix: its client, a cluster's built on first use,
-    or a client per event loop; what redis-py refuses is a ConfigurationError."""
+    """One app and prefix's binding; what redis-py refuses, a ConfigurationError."""
     if isinstance(settings, ClusterSettings) and not settings.is_asyncio:
         _expose_attributes(settings.client_class)  # (it connects as it is built)
         return _BuiltOnFirstUse(settings)
@@ -460,8 +446,7 @@ def _bind(settings: ClientSettings) -> _Binding:
 
 
 class _Clients(Mapping[str, t.Any]):
-    """``app.extensions["redis"]``: the client of each prefix of one app (a
-    cluster's built on first access, or a :class:`LoopLocalClient`)."""
+    """``app.extensions["redis"]``: each prefix's client (a cluster's built on use)."""
 
     __slots__ = ("bindings",)
 
@@ -497,18 +482,15 @@ def _registered_settings(app: Flask) -> dict[str, ClientSettings]:
 
 @dataclass(frozen=True, repr=False)
 class ClientSettings:
-    """The client one prefix of one app gets, from
-    :func:`client_settings_from_config`. The ``repr`` and :attr:`url` mask
-    passwords.
+    """The client one prefix of one app gets, from :func:`client_settings_from_config`.
+    The ``repr`` and :attr:`url` mask passwords.
 
     :param prefix: the config prefix, ``"REDIS"`` by default.
     :param client_class: the class (or factory) the client is made with.
     :param kwargs: the keyword arguments it is called with.
     :param sources: where each keyword came from: a config key (``"REDIS_URL"``),
-        ``"code"`` (:class:`Redis`'s keyword arguments) or ``"default"`` (set by
-        Flask-And-Redis): see :ref:`precedence`.
-    :param connection_pool_class: the class of the client's pool, ``None`` for
-        the client's own (``<prefix>_CONNECTION_POOL_CLASS``).
+        ``"code"`` or ``"default"`` (see :ref:`precedence`).
+    :param connection_pool_class: the pool's class, or ``None`` for the client's own.
     :param connection_pool_kwargs: further keyword arguments of that class.
     """
 
@@ -576,8 +558,7 @@ class SentinelSettings(ClientSettings):
 
     :param service_name: the name the sentinels know the master by.
     :param sentinels: the sentinels' addresses, as ``(host, port)``.
-    :param sentinel_kwargs: keyword arguments of the sentinels' clients (those
-        of the master's and replicas' are :attr:`kwargs`).
+    :param sentinel_kwargs: the sentinels' clients' keyword arguments, not the master's.
 
     .. versionadded:: 2.0
     """
@@ -594,13 +575,11 @@ class SentinelSettings(ClientSettings):
         return f"{self._scheme('+sentinel')}://{self._userinfo()}{hosts}/{master}"
 
     def create_client(self) -> t.Any:
-        """Build the master's client, which follows failovers (see
-        :ref:`sentinel-failover`). Makes no connection."""
+        """Build the master's client (:ref:`sentinel-failover`); makes no connection."""
         return _sentinel_client(self, master=True)
 
     def create_replica_client(self) -> t.Any:
-        """Build a client of the master's replicas, for reads (see
-        :doc:`sentinel`). Makes no connection."""
+        """Build the replicas' client (:doc:`sentinel`); makes no connection."""
         return _sentinel_client(self, master=False)
 
 
@@ -608,8 +587,7 @@ class SentinelSettings(ClientSettings):
 class ClusterSettings(ClientSettings):
     """The client of a Redis Cluster.
 
-    :param nodes: the addresses of the startup nodes, as ``(host, port)``: the
-        client learns the others from the first that answers.
+    :param nodes: the startup nodes' addresses, as ``(host, port)``.
 
     .. versionadded:: 2.0
     """
@@ -640,26 +618,21 @@ _QUERY_SECRET = re.compile(
     r"[?&][^=&#]*(?:password|secret|token)[^=&#]*=(?P<value>(?:[^&]|&(?![^&=#]*=))*)",
     re.IGNORECASE,
 )
-# The userinfo ends at the last "@" (a password may hold an unescaped "@" or "/",
-# which urlsplit misreads); its password follows its first ":", or it is masked
-# whole. A "?password=" value with an "@" reads as userinfo too: both are masked.
+# The userinfo ends at the last "@": a password may hold an unescaped "@" or "/"
+# (urlsplit misreads them), and so may a "?password=" value: both are masked.
 _USERINFO_SECRET = re.compile(r"(?:.*?://)?(?:[^:]*:)?(?P<value>.*)@", re.DOTALL)
 _MASK = "***"
 
 
 def mask_url(url: str) -> str:
-    """Return *url* with its password replaced by ``***``.
+    """Return *url* with its password replaced by ``***``: ``redis://user:***@host/0``.
 
-    ``redis://user:pw@host/0`` becomes ``redis://user:***@host/0``. Userinfo
-    without a ``:`` is masked whole, since some clients read it as a password.
+    Userinfo without a ``:`` is masked whole, since some clients read it as a password.
     Password query options (``?password=…``) are masked too.
     """
-    secrets = [match.span("value") for match in _QUERY_SECRET.finditer(url)]
-    userinfo = _USERINFO_SECRET.match(url)
-    if userinfo:
-        secrets.append(userinfo.span("value"))
+    found = [*_QUERY_SECRET.finditer(url), _USERINFO_SECRET.match(url)]
     shown, end = [], 0
-    for start, stop in sorted(secrets):
+    for start, stop in sorted(match.span("value") for match in found if match):
         if start >= end:  # not within the last secret
             shown.append(url[end:start] + _MASK)
         end = max(end, stop)
@@ -679,8 +652,7 @@ def _show(name: str, value: object) -> str:
 
 
 def _masked_text(text: str, *secrets: object) -> str:
-    """*text*, which quotes redis-py or a server, without the *secrets*:
-    passwords, or those of keyword arguments or settings (sentinels' too)."""
+    """*text*, which quotes redis-py or a server, with the *secrets* masked."""
     for secret in secrets:
         if isinstance(secret, ClientSettings):
             sentinel_kwargs = getattr(secret, "sentinel_kwargs", {})
