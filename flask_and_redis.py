@@ -87,8 +87,7 @@ logger = logging.getLogger("flask_and_redis")
 class ConfigurationError(ValueError):
     """A config value that :meth:`Redis.init_app` cannot use (:ref:`config-errors`).
 
-    :param key: the config key (``"REDIS_PORT"``) or where the value came from
-        (``"REDIS_OPTIONS['socket_timeout']"``).
+    :param key: the config key, or where the value came from: ``"REDIS_OPTIONS['db']"``.
     :param message: what is wrong and what is accepted.
     """
 
@@ -105,24 +104,20 @@ class Redis(_ClientInterface, t.Generic[ClientT]):
 
     :param app: the app to register on now; or call :meth:`init_app` later.
     :param config_prefix: the prefix of the config keys; one per database.
-    :param client_kwargs: client keyword arguments, under the app's config
-        (``decode_responses=True``); ``strict`` is ignored, as in flask-redis.
+    :param kwargs: client keyword arguments, under the config; ``strict`` is ignored.
     """
 
     __slots__: tuple[str, ...] = ("__weakref__", "_bindings", "_last", "_lock")
     __slots__ += ("client_kwargs", "config_prefix", "provider")
 
     def __init__(
-        self,
-        app: Flask | None = None,
-        config_prefix: str = "REDIS",
-        **client_kwargs: t.Any,
+        self, app: Flask | None = None, config_prefix: str = "REDIS", **kwargs: t.Any
     ) -> None:
         #: The config prefix used when :meth:`init_app` is given none.
         self.config_prefix = _checked_prefix(config_prefix)
-        client_kwargs.pop("strict", None)  # flask-redis's StrictRedis: now Redis
+        kwargs.pop("strict", None)  # flask-redis's StrictRedis: now Redis
         #: Client keyword arguments given in code, under each app's config.
-        self.client_kwargs = client_kwargs
+        self.client_kwargs = kwargs
         #: The client class given to :meth:`from_custom_provider`, if any.
         self.provider: Callable[..., t.Any] | None = None
         self._bindings = weakref.WeakKeyDictionary[Flask, _Binding]()
