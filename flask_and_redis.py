@@ -749,7 +749,6 @@ def client_settings_from_config(
     kwargs, sources = _client_kwargs(
         config, prefix, url, defaults or {}, named, keywords, client_class
     )
-    _check_tls(kwargs, sources, url, prefix)
     single = kwargs.get("single_connection_client")
     if single and _is_subclass(client_class, "redis.client", "Redis"):
         raise ConfigurationError(
@@ -807,7 +806,8 @@ def _client_kwargs(
 ) -> tuple[dict[str, t.Any], dict[str, str]]:
     """The client's keyword arguments, checked, and where each came from; sources
     are read lowest first (code, ``<prefix>_OPTIONS``, keys, URL). A source that
-    says where to connect drops what lower ones said of another way to connect."""
+    says where to connect drops what lower ones said of another way to connect,
+    and TLS is on only where a connection can use it, TLS options only with TLS."""
     options_key, url_key = f"{prefix}_OPTIONS", f"{prefix}_URL"
     options = _mapping(config, options_key, "{'socket_timeout': 5}")
     for source, given in (("code", defaults), (options_key, options)):
@@ -842,12 +842,27 @@ def _client_kwargs(
             if name not in ("sentinels", "cluster_nodes"):  # checked as read
                 value = _checked(name, value, source, keywords, client_class)
             kwargs[name], sources[name] = value, source
+    # redis+sentinel:// and redis+cluster:// mean no TLS too; TLS in code yields.
+    plain_url = url is not None and url.scheme.partition("+")[0] == "redis"
+    if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
+        if sources["ssl"] == "code":
+            del kwargs["ssl"], sources["ssl"]
+        else:
+            problem = "a unix socket has no TLS; connect to a host and port"
+            if plain_url and url is not None:
+                problem = f"{url_key} uses {url.scheme}://, which means no TLS;"
+                problem += f" use a rediss{url.scheme[5:]}:// URL"
+            key = _place(sources["ssl"], "ssl")
+            raise ConfigurationError(key, f"TLS is on, but {problem}, or turn it off.")
+    for name, value in kwargs.items() if not kwargs.get("ssl") else ():
+        if name.startswith("ssl_") and value is not None and sources[name] != "code":
+            problem = f"TLS is off; set {prefix}_SSL = True or use a rediss:// URL."
+            raise ConfigurationError(_place(sources[name], name), problem)
     return kwargs, sources
 
 
 def _place(source: str, name: str) -> str:
-    """Where a keyword's value was set, as errors name it: the config key,
-    ``REDIS_OPTIONS['name']``, or ``keyword argument 'name'`` in code."""
+    """Where errors say *name* was set: a key, ``REDIS_OPTIONS['name']`` or code."""
     if source == "code":
         return f"keyword argument {name!r}"
     if source.endswith("_OPTIONS") and not source.endswith(f"_{name.upper()}"):
@@ -873,8 +888,7 @@ def _mapping(
         )
     for name in mapping:
         if not isinstance(name, str):
-            problem = "is not a string; expected the names of keyword arguments."
-            raise _invalid(f"{key}[{name!r}]", name, problem)
+            raise _invalid(f"{key}[{name!r}]", name, "is not a keyword argument name.")
     return mapping
 
 
@@ -907,10 +921,10 @@ def _key_values(
                 problem = f"and {key} both name the socket path; keep one of them."
                 raise _invalid(socket_key, config[socket_key], problem)
         values.append((name, value, key))
-    for name, default_port in (("sentinels", 26379), ("cluster_nodes", 6379)):
+    for name in ("sentinels", "cluster_nodes"):
         key = f"{prefix}_{name.upper()}"
         if config.get(key) is not None:
-            values.append((name, _addresses(config[key], key, default_port), key))
+            values.append((name, _addresses(config[key], key, name), key))
     return values
 
 
@@ -922,8 +936,7 @@ def _socket_path(value: object, key: str) -> str | None:
         return value
     parts = urlsplit(value)
     if parts.netloc or parts.query or parts.fragment:
-        problem = "is not a plain socket path; a URL with options goes in the _URL key."
-        raise _invalid(key, value, problem)
+        raise _invalid(key, value, "has more than a path; it goes in the _URL key.")
     return unquote(parts.path)
 
 
@@ -943,32 +956,6 @@ def _transport(values: list[tuple[str, object, str]]) -> str | None:
             problem += " remove one of them."
             raise _invalid(_place(other_source, other), other_value, problem)
     return _TRANSPORTS[named[0][0]] if named else None
-
-
-def _check_tls(
-    kwargs: dict[str, t.Any],
-    sources: dict[str, str],
-    url: _ParsedURL | None,
-    prefix: str,
-) -> None:
-    """TLS only where a connection can use it, TLS options only with TLS; the
-    config's plain URL or socket turns off TLS given in code (a default)."""
-    # redis://, redis+sentinel:// and redis+cluster:// all mean no TLS.
-    plain_url = url is not None and url.scheme.partition("+")[0] == "redis"
-    if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
-        if sources["ssl"] == "code":
-            del kwargs["ssl"], sources["ssl"]
-        else:
-            problem = "a unix socket has no TLS; connect to a host and port"
-            if plain_url and url is not None:
-                problem = f"{prefix}_URL uses {url.scheme}://, which means no TLS;"
-                problem += f" use a rediss{url.scheme[5:]}:// URL"
-            key = _place(sources["ssl"], "ssl")
-            raise ConfigurationError(key, f"TLS is on, but {problem}, or turn it off.")
-    for name, value in kwargs.items() if not kwargs.get("ssl") else ():
-        if name.startswith("ssl_") and value is not None and sources[name] != "code":
-            problem = f"TLS is off; set {prefix}_SSL = True or use a rediss:// URL."
-            raise ConfigurationError(_place(sources[name], name), problem)
 
 
 # == 4. Checking values =========================================================
@@ -991,9 +978,8 @@ def _checked(
         if _is_subclass(client_class, "redis.cluster", "RedisCluster"):
             problem += " It passes its nodes only redis.cluster.REDIS_ALLOWED_KEYS."
         raise ConfigurationError(place, f"{problem} See help({class_name}).")
-    shown = _show(name, value)
-    if source.endswith("_URL"):
-        shown = f"the option {name}={shown}"
+    option = f"the option {name}=" if source.endswith("_URL") else ""
+    shown = option + _show(name, value)
     if isinstance(value, str) and name in _OBJECT_KEYWORDS:
         problem = f"{shown} is a string, but {name} takes an object, not its name"
         problem += " (a pool class goes in the _CONNECTION_POOL_CLASS key)."
@@ -1025,8 +1011,7 @@ _NONE = ("", "none", "null")
 
 
 def _convert(kind: t.Any, value: object) -> t.Any:
-    """*value* as *kind* (bool, int, float or str), from a string too, or from a
-    number where a string is meant (``FLASK_REDIS_PASSWORD=1234`` gives ``1234``)."""
+    """*value* as *kind* (bool, int, float or str), from a string or an int too."""
     if kind not in (bool, int, float, str):
         return kind(value)
     if isinstance(value, str) and kind is not str:
@@ -1053,8 +1038,7 @@ def _to_enum(value: object) -> object:
 
 
 def _is_host(host: str) -> bool:
-    """An IP address, or a host name as DNS spells one (labels of 1 to 63 letters,
-    digits, '-' or '_'): no URL or credentials, which ClientSettings.url shows."""
+    """An IP address or a DNS name: no credentials, which ClientSettings.url shows."""
     try:
         if ":" in host:  # no host name has one
             return bool(ipaddress.IPv6Address(host))
@@ -1167,8 +1151,7 @@ _URL_EXPECTED = (
 @dataclass(frozen=True)
 class _ParsedURL:
     scheme: str
-    # Client keywords (query values as text), and a multi-host URL's addresses.
-    kwargs: dict[str, object]
+    kwargs: dict[str, object]  # client keywords (query values as text), and hosts
     topology: str | None = None  # "sentinel" or "cluster" for those URLs
     service_name: str | None = None  # the master named by a Sentinel URL
 
@@ -1240,14 +1223,8 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         if port is not None:
             kwargs["port"] = port
         return _ParsedURL(scheme, kwargs)
-    try:
-        default_port = 26379 if topology == "sentinel" else 6379
-        hosts = parts.netloc.rpartition("@")[2].split(",")
-        nodes = tuple(_address(unquote(host), default_port) for host in hosts)
-    except ValueError:
-        problem = "does not list its hosts as host[:port], separated by commas"
-        raise invalid(f"{problem}; {_URL_EXPECTED}.") from None
-    kwargs["sentinels" if topology == "sentinel" else "cluster_nodes"] = nodes
+    name = "sentinels" if topology == "sentinel" else "cluster_nodes"
+    kwargs[name] = _addresses(unquote(parts.netloc.rpartition("@")[2]), key, name)
     return _ParsedURL(scheme, kwargs, topology, service_name)
 
 
@@ -1274,10 +1251,9 @@ def _address(item: object, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _addresses(
-    value: object, key: str, default_port: int
-) -> tuple[tuple[str, int], ...]:
+def _addresses(value: object, key: str, name: str) -> tuple[tuple[str, int], ...]:
     """``"host:port"`` strings or ``(host, port)`` pairs, or one string with commas."""
+    default_port = 26379 if name == "sentinels" else 6379
     items = value.split(",") if isinstance(value, str) else value
     try:
         if not isinstance(items, (list, tuple)) or not items:
