@@ -804,19 +804,16 @@ def _client_kwargs(
     keywords: Mapping[str, t.Any] | None,
     client_class: Callable[..., t.Any],
 ) -> tuple[dict[str, t.Any], dict[str, str]]:
-    """The client's keyword arguments, checked, and where each came from; sources
-    are read lowest first (code, ``<prefix>_OPTIONS``, keys, URL). A source that
-    says where to connect drops what lower ones said of another way to connect,
-    and TLS is on only where a connection can use it, TLS options only with TLS."""
+    """The client's keyword arguments, checked, and where each came from: sources read
+    lowest first (code, ``_OPTIONS``, keys, URL), each dropping lower ones' other way
+    to connect; TLS only where a connection can use it, TLS options only with TLS."""
     options_key, url_key = f"{prefix}_OPTIONS", f"{prefix}_URL"
     options = _mapping(config, options_key, "{'socket_timeout': 5}")
     for source, given in (("code", defaults), (options_key, options)):
         for name in sorted({"sentinels", "cluster_nodes"} & set(given)):
-            raise ConfigurationError(
-                _place(source, name),
-                f"the {name.replace('_', ' ')} are not a client keyword; set"
-                f" {prefix}_{name.upper()} or use a redis+{_TRANSPORTS[name]}:// URL.",
-            )
+            key, scheme = f"{prefix}_{name.upper()}", f"redis+{_TRANSPORTS[name]}://"
+            problem = f"not a client keyword; set {key} or use a {scheme} URL."
+            raise ConfigurationError(_place(source, name), problem)
     try:  # redis.Redis's keywords are keys of every prefix, refused where not taken
         redis_keywords = _keywords(_default_client_class())[0]
     except ImportError:  # a custom provider, without redis-py
@@ -875,21 +872,17 @@ def _invalid(key: str, value: object, problem: str) -> ConfigurationError:
     return ConfigurationError(key, f"{_show(key, value)} {problem}")
 
 
-def _mapping(
-    config: Mapping[str, t.Any], key: str, example: str
-) -> Mapping[str, t.Any]:
+def _mapping(config: Mapping[str, t.Any], key: str, example: str) -> dict[str, t.Any]:
     """The keyword arguments at *key* (``<prefix>_OPTIONS``), if set."""
     mapping = config.get(key) or {}
     if not isinstance(mapping, Mapping):
-        raise ConfigurationError(
-            key,
-            f"a {type(mapping).__name__} is not a mapping; expected a dict of"
-            f" keyword arguments such as {example}.",
-        )
+        problem = f"a {type(mapping).__name__} is not a mapping"
+        expected = f"a dict of keyword arguments such as {example}"
+        raise ConfigurationError(key, f"{problem}; expected {expected}.")
     for name in mapping:
         if not isinstance(name, str):
             raise _invalid(f"{key}[{name!r}]", name, "is not a keyword argument name.")
-    return mapping
+    return dict(mapping)
 
 
 def _key_values(
@@ -1196,10 +1189,9 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
     kwargs: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         kwargs.setdefault(name, value)
-    if parts.username:
-        kwargs["username"] = unquote(parts.username)
-    if parts.password:
-        kwargs["password"] = unquote(parts.password)
+    for name, text in (("username", parts.username), ("password", parts.password)):
+        if text:
+            kwargs[name] = unquote(text)
     path = unquote(parts.path)
     if scheme == "unix":
         if parts.hostname or port is not None or not path.startswith("/"):
@@ -1234,15 +1226,12 @@ def _address(item: object, default_port: int) -> tuple[str, int]:
         host, port = str(_convert(str, item[0])).strip(), _convert(int, item[1])
     elif isinstance(item, str):
         text = item.strip()
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or (rest and not rest.startswith(":")):
-                raise ValueError(text)
-            port_text = rest[1:]
+        host, port_text = text, ""  # a name, an IPv4 address or a bare IPv6 address
+        bracketed = re.fullmatch(r"\[(.*)\](?::(.*))?", text)  # "[::1]:port"
+        if bracketed:
+            host, port_text = bracketed[1], bracketed[2] or ""
         elif text.count(":") == 1:
             host, _, port_text = text.partition(":")
-        else:  # a name, an IPv4 address or a bare IPv6 address
-            host, port_text = text, ""
         port = int(port_text) if port_text else default_port
     else:
         raise ValueError(item)
@@ -1260,11 +1249,8 @@ def _addresses(value: object, key: str, name: str) -> tuple[tuple[str, int], ...
             raise ValueError(value)
         return tuple(_address(item, default_port) for item in items)
     except (TypeError, ValueError):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, value)} is not a list of addresses ('host:port', port"
-            f" {default_port} by default), nor one comma-separated string of them.",
-        ) from None
+        problem = "is not a list of addresses ('host[:port]'), nor a string of them."
+        raise _invalid(key, value, problem) from None
 
 
 # == 6. Topologies: the client class, Sentinel and Cluster ======================
