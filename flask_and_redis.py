@@ -716,7 +716,6 @@ def client_settings_from_config(
     kwargs, sources = _client_kwargs(
         config, prefix, url, defaults or {}, named, keywords, client_class
     )
-    _check_tls(kwargs, sources, url, prefix)
     single = kwargs.get("single_connection_client")
     if single and _is_subclass(client_class, "redis.client", "Redis"):
         raise ConfigurationError(
@@ -772,18 +771,16 @@ def _client_kwargs(
     keywords: Mapping[str, t.Any] | None,
     client_class: Callable[..., t.Any],
 ) -> tuple[dict[str, t.Any], dict[str, str]]:
-    """The client's keyword arguments, checked, and where each came from; sources
-    are read lowest first (code, ``<prefix>_OPTIONS``, keys, URL). A source that
-    says where to connect drops what lower ones said of another way to connect."""
+    """The client's keyword arguments, checked, and where each came from: sources read
+    lowest first (code, ``_OPTIONS``, keys, URL), each dropping lower ones' other way
+    to connect; TLS only where a connection can use it, TLS options only with TLS."""
     options_key, url_key = f"{prefix}_OPTIONS", f"{prefix}_URL"
     options = _mapping(config, options_key, "{'socket_timeout': 5}")
     for source, given in (("code", defaults), (options_key, options)):
         for name in sorted({"sentinels", "cluster_nodes"} & set(given)):
-            raise ConfigurationError(
-                _place(source, name),
-                f"the {name.replace('_', ' ')} are not a client keyword; set"
-                f" {prefix}_{name.upper()} or use a redis+{_TRANSPORTS[name]}:// URL.",
-            )
+            key, scheme = f"{prefix}_{name.upper()}", f"redis+{_TRANSPORTS[name]}://"
+            problem = f"not a client keyword; set {key} or use a {scheme} URL."
+            raise ConfigurationError(_place(source, name), problem)
     try:  # redis.Redis's keywords are keys of every prefix, refused where not taken
         redis_keywords = _keywords(_default_client_class())[0]
     except ImportError:  # a custom provider, without redis-py
@@ -809,12 +806,27 @@ def _client_kwargs(
             if name not in ("sentinels", "cluster_nodes"):  # checked as read
                 value = _checked(name, value, source, keywords, client_class)
             kwargs[name], sources[name] = value, source
+    # redis+sentinel:// and redis+cluster:// mean no TLS too; TLS in code yields.
+    plain_url = url is not None and url.scheme.partition("+")[0] == "redis"
+    if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
+        if sources["ssl"] == "code":
+            del kwargs["ssl"], sources["ssl"]
+        else:
+            problem = "a unix socket has no TLS; connect to a host and port"
+            if plain_url and url is not None:
+                problem = f"{url_key} uses {url.scheme}://, which means no TLS;"
+                problem += f" use a rediss{url.scheme[5:]}:// URL"
+            key = _place(sources["ssl"], "ssl")
+            raise ConfigurationError(key, f"TLS is on, but {problem}, or turn it off.")
+    for name, value in kwargs.items() if not kwargs.get("ssl") else ():
+        if name.startswith("ssl_") and value is not None and sources[name] != "code":
+            problem = f"TLS is off; set {prefix}_SSL = True or use a rediss:// URL."
+            raise ConfigurationError(_place(sources[name], name), problem)
     return kwargs, sources
 
 
 def _place(source: str, name: str) -> str:
-    """Where a keyword's value was set, as errors name it: the config key,
-    ``REDIS_OPTIONS['name']``, or ``keyword argument 'name'`` in code."""
+    """Where errors say *name* was set: a key, ``REDIS_OPTIONS['name']`` or code."""
     if source == "code":
         return f"keyword argument {name!r}"
     if source.endswith("_OPTIONS") and not source.endswith(f"_{name.upper()}"):
@@ -827,22 +839,17 @@ def _invalid(key: str, value: object, problem: str) -> ConfigurationError:
     return ConfigurationError(key, f"{_show(key, value)} {problem}")
 
 
-def _mapping(
-    config: Mapping[str, t.Any], key: str, example: str
-) -> Mapping[str, t.Any]:
+def _mapping(config: Mapping[str, t.Any], key: str, example: str) -> dict[str, t.Any]:
     """The keyword arguments at *key* (``<prefix>_OPTIONS``), if set."""
     mapping = config.get(key) or {}
     if not isinstance(mapping, Mapping):
-        raise ConfigurationError(
-            key,
-            f"a {type(mapping).__name__} is not a mapping; expected a dict of"
-            f" keyword arguments such as {example}.",
-        )
+        problem = f"a {type(mapping).__name__} is not a mapping"
+        expected = f"a dict of keyword arguments such as {example}"
+        raise ConfigurationError(key, f"{problem}; expected {expected}.")
     for name in mapping:
         if not isinstance(name, str):
-            problem = "is not a string; expected the names of keyword arguments."
-            raise _invalid(f"{key}[{name!r}]", name, problem)
-    return mapping
+            raise _invalid(f"{key}[{name!r}]", name, "is not a keyword argument name.")
+    return dict(mapping)
 
 
 def _key_values(
@@ -874,10 +881,10 @@ def _key_values(
                 problem = f"and {key} both name the socket path; keep one of them."
                 raise _invalid(socket_key, config[socket_key], problem)
         values.append((name, value, key))
-    for name, default_port in (("sentinels", 26379), ("cluster_nodes", 6379)):
+    for name in ("sentinels", "cluster_nodes"):
         key = f"{prefix}_{name.upper()}"
         if config.get(key) is not None:
-            values.append((name, _addresses(config[key], key, default_port), key))
+            values.append((name, _addresses(config[key], key, name), key))
     return values
 
 
@@ -889,8 +896,7 @@ def _socket_path(value: object, key: str) -> str | None:
         return value
     parts = urlsplit(value)
     if parts.netloc or parts.query or parts.fragment:
-        problem = "is not a plain socket path; a URL with options goes in the _URL key."
-        raise _invalid(key, value, problem)
+        raise _invalid(key, value, "has more than a path; it goes in the _URL key.")
     return unquote(parts.path)
 
 
@@ -910,32 +916,6 @@ def _transport(values: list[tuple[str, object, str]]) -> str | None:
             problem += " remove one of them."
             raise _invalid(_place(other_source, other), other_value, problem)
     return _TRANSPORTS[named[0][0]] if named else None
-
-
-def _check_tls(
-    kwargs: dict[str, t.Any],
-    sources: dict[str, str],
-    url: _ParsedURL | None,
-    prefix: str,
-) -> None:
-    """TLS only where a connection can use it, TLS options only with TLS; the
-    config's plain URL or socket turns off TLS given in code (a default)."""
-    # redis://, redis+sentinel:// and redis+cluster:// all mean no TLS.
-    plain_url = url is not None and url.scheme.partition("+")[0] == "redis"
-    if kwargs.get("ssl") and (plain_url or "unix_socket_path" in kwargs):
-        if sources["ssl"] == "code":
-            del kwargs["ssl"], sources["ssl"]
-        else:
-            problem = "a unix socket has no TLS; connect to a host and port"
-            if plain_url and url is not None:
-                problem = f"{prefix}_URL uses {url.scheme}://, which means no TLS;"
-                problem += f" use a rediss{url.scheme[5:]}:// URL"
-            key = _place(sources["ssl"], "ssl")
-            raise ConfigurationError(key, f"TLS is on, but {problem}, or turn it off.")
-    for name, value in kwargs.items() if not kwargs.get("ssl") else ():
-        if name.startswith("ssl_") and value is not None and sources[name] != "code":
-            problem = f"TLS is off; set {prefix}_SSL = True or use a rediss:// URL."
-            raise ConfigurationError(_place(sources[name], name), problem)
 
 
 # == 4. Checking values =========================================================
@@ -958,9 +938,8 @@ def _checked(
         if _is_subclass(client_class, "redis.cluster", "RedisCluster"):
             problem += " It passes its nodes only redis.cluster.REDIS_ALLOWED_KEYS."
         raise ConfigurationError(place, f"{problem} See help({class_name}).")
-    shown = _show(name, value)
-    if source.endswith("_URL"):
-        shown = f"the option {name}={shown}"
+    option = f"the option {name}=" if source.endswith("_URL") else ""
+    shown = option + _show(name, value)
     if isinstance(value, str) and name in _OBJECT_KEYWORDS:
         problem = f"{shown} is a string, but {name} takes an object, not its name"
         problem += " (a pool class goes in the _CONNECTION_POOL_CLASS key)."
@@ -992,8 +971,7 @@ _NONE = ("", "none", "null")
 
 
 def _convert(kind: t.Any, value: object) -> t.Any:
-    """*value* as *kind* (bool, int, float or str), from a string too, or from a
-    number where a string is meant (``FLASK_REDIS_PASSWORD=1234`` gives ``1234``)."""
+    """*value* as *kind* (bool, int, float or str), from a string or an int too."""
     if kind not in (bool, int, float, str):
         return kind(value)
     if isinstance(value, str) and kind is not str:
@@ -1020,8 +998,7 @@ def _to_enum(value: object) -> object:
 
 
 def _is_host(host: str) -> bool:
-    """An IP address, or a host name as DNS spells one (labels of 1 to 63 letters,
-    digits, '-' or '_'): no URL or credentials, which ClientSettings.url shows."""
+    """An IP address or a DNS name: no credentials, which ClientSettings.url shows."""
     try:
         if ":" in host:  # no host name has one
             return bool(ipaddress.IPv6Address(host))
@@ -1134,8 +1111,7 @@ _URL_EXPECTED = (
 @dataclass(frozen=True)
 class _ParsedURL:
     scheme: str
-    # Client keywords (query values as text), and a multi-host URL's addresses.
-    kwargs: dict[str, object]
+    kwargs: dict[str, object]  # client keywords (query values as text), and hosts
     topology: str | None = None  # "sentinel" or "cluster" for those URLs
     service_name: str | None = None  # the master named by a Sentinel URL
 
@@ -1180,10 +1156,9 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
     kwargs: dict[str, object] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         kwargs.setdefault(name, value)
-    if parts.username:
-        kwargs["username"] = unquote(parts.username)
-    if parts.password:
-        kwargs["password"] = unquote(parts.password)
+    for name, text in (("username", parts.username), ("password", parts.password)):
+        if text:
+            kwargs[name] = unquote(text)
     path = unquote(parts.path)
     if scheme == "unix":
         if parts.hostname or port is not None or not path.startswith("/"):
@@ -1207,14 +1182,8 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         if port is not None:
             kwargs["port"] = port
         return _ParsedURL(scheme, kwargs)
-    try:
-        default_port = 26379 if topology == "sentinel" else 6379
-        hosts = parts.netloc.rpartition("@")[2].split(",")
-        nodes = tuple(_address(unquote(host), default_port) for host in hosts)
-    except ValueError:
-        problem = "does not list its hosts as host[:port], separated by commas"
-        raise invalid(f"{problem}; {_URL_EXPECTED}.") from None
-    kwargs["sentinels" if topology == "sentinel" else "cluster_nodes"] = nodes
+    name = "sentinels" if topology == "sentinel" else "cluster_nodes"
+    kwargs[name] = _addresses(unquote(parts.netloc.rpartition("@")[2]), key, name)
     return _ParsedURL(scheme, kwargs, topology, service_name)
 
 
@@ -1224,15 +1193,12 @@ def _address(item: object, default_port: int) -> tuple[str, int]:
         host, port = str(_convert(str, item[0])).strip(), _convert(int, item[1])
     elif isinstance(item, str):
         text = item.strip()
-        if text.startswith("["):
-            host, bracket, rest = text[1:].partition("]")
-            if not bracket or (rest and not rest.startswith(":")):
-                raise ValueError(text)
-            port_text = rest[1:]
+        host, port_text = text, ""  # a name, an IPv4 address or a bare IPv6 address
+        bracketed = re.fullmatch(r"\[(.*)\](?::(.*))?", text)  # "[::1]:port"
+        if bracketed:
+            host, port_text = bracketed[1], bracketed[2] or ""
         elif text.count(":") == 1:
             host, _, port_text = text.partition(":")
-        else:  # a name, an IPv4 address or a bare IPv6 address
-            host, port_text = text, ""
         port = int(port_text) if port_text else default_port
     else:
         raise ValueError(item)
@@ -1241,21 +1207,17 @@ def _address(item: object, default_port: int) -> tuple[str, int]:
     return host, port
 
 
-def _addresses(
-    value: object, key: str, default_port: int
-) -> tuple[tuple[str, int], ...]:
+def _addresses(value: object, key: str, name: str) -> tuple[tuple[str, int], ...]:
     """``"host:port"`` strings or ``(host, port)`` pairs, or one string with commas."""
+    default_port = 26379 if name == "sentinels" else 6379
     items = value.split(",") if isinstance(value, str) else value
     try:
         if not isinstance(items, (list, tuple)) or not items:
             raise ValueError(value)
         return tuple(_address(item, default_port) for item in items)
     except (TypeError, ValueError):
-        raise ConfigurationError(
-            key,
-            f"{_show(key, value)} is not a list of addresses ('host:port', port"
-            f" {default_port} by default), nor one comma-separated string of them.",
-        ) from None
+        problem = "is not a list of addresses ('host[:port]'), nor a string of them."
+        raise _invalid(key, value, problem) from None
 
 
 # == 6. Topologies: the client class, Sentinel and Cluster ======================

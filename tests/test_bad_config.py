@@ -191,7 +191,7 @@ BAD_CONFIGS = [
     bad("OPTIONS", A_DICT, "a str", OPTIONS=f"password={PW}"),
     bad("OPTIONS", A_DICT, "a list", OPTIONS=[("password", PW)]),
     bad("OPTIONS['pasword']", "did you mean 'password'?", "", OPTIONS={"pasword": PW}),
-    bad("OPTIONS[1]", "the names of keyword arguments", "1", OPTIONS={1: 2}),
+    bad("OPTIONS[1]", "a keyword argument name", "1", OPTIONS={1: 2}),
     bad("OPTIONS['port']", "1 to 65535", "'x'", OPTIONS={"port": "x", "password": PW}),
     bad("OPTIONS['ssl_password']", "rediss://", TLS_OFF, OPTIONS={"ssl_password": PW}),
     bad("OPTIONS['sentinels']", "set REDIS_SENTINELS", "", OPTIONS={"sentinels": "s"}),

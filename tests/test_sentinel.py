@@ -212,7 +212,7 @@ def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
         (
             {"REDIS_URL": "redis+sentinel://s1:1,:2/m"},
             "REDIS_URL",
-            "does not list its hosts",
+            "is not a list of addresses",
         ),
         (
             {"REDIS_URL": "redis+sentinel://s1/m/zero"},
