@@ -1569,16 +1569,13 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     assert pool_class is not None
     default_pool = getattr(settings.client_class(**kwargs), "connection_pool", None)
     key = f"{settings.prefix}_CONNECTION_POOL_CLASS"
+    client_name = _class_name(settings.client_class)
     if default_pool is None:
-        raise ConfigurationError(
-            key, f"{_class_name(settings.client_class)} has no connection pool."
-        )
+        raise ConfigurationError(key, f"{client_name} has no connection pool.")
     if not issubclass(pool_class, type(default_pool)):
-        raise ConfigurationError(
-            key,
-            f"{_class_name(pool_class)} is not a {_class_name(type(default_pool))},"
-            f" the pool class of {_class_name(settings.client_class)}.",
-        )
+        default_name = _class_name(type(default_pool))
+        problem = f"is not a {default_name}, the pool class of {client_name}."
+        raise ConfigurationError(key, f"{_class_name(pool_class)} {problem}")
     pool_kwargs = {**default_pool.connection_kwargs, **settings.connection_pool_kwargs}
     if kwargs.get("max_connections") is not None:
         pool_kwargs["max_connections"] = kwargs["max_connections"]
@@ -1591,8 +1588,7 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
 
 
 def _at_most_once(default: t.Any) -> t.Any:
-    """A copy of the client class's retry policy *default* that never sends a
-    command twice (see :class:`_AtMostOnceBackoff`)."""
+    """A copy of the client class's retry policy *default*: no command sent twice."""
     try:  # Retry has no public accessors for these in every redis-py
         backoff, retries = default._backoff, default._retries
         errors = default._supported_errors
@@ -1624,10 +1620,9 @@ class _AtMostOnceBackoff:
     def compute(self, failures: int) -> float:
         error = sys.exc_info()[1]
         if error is not None:
-            frame, names = error.__traceback__, set()
-            while frame is not None:
-                names.add(frame.tb_frame.f_code.co_name)
-                frame = frame.tb_next
+            from traceback import walk_tb
+
+            names = {frame.f_code.co_name for frame, _ in walk_tb(error.__traceback__)}
             # A handshake (on_connect) is safe to send again, but not to wait
             # for again: a frozen server would hold the request per retry.
             handshake = any(name.startswith("on_connect") for name in names)
@@ -1663,8 +1658,7 @@ class _Handshake(functools.partial[t.Any]):
 
 
 def _handshake(prefix: str, connection: t.Any) -> None:
-    """The clients' ``redis_connect_func``: redis-py's handshake, its failures
-    told without the password (see :func:`_refusal`)."""
+    """The clients' redis_connect_func: on_connect(), its failures told by _refusal."""
     try:
         connection.on_connect()
         return
@@ -1737,9 +1731,8 @@ _WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
 def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.Any]]:
     """redis-py's (or redis.asyncio's) Sentinel pool and client, made to follow
     failovers; on first use, as the module imports without redis-py."""
-    module: t.Any = importlib.import_module(
-        f"redis{'.asyncio' * asynchronous}.sentinel"
-    )
+    package = "redis.asyncio" if asynchronous else "redis"
+    module: t.Any = importlib.import_module(f"{package}.sentinel")
 
     class FollowingSentinel(module.Sentinel):  # type: ignore[misc]
         """Asks the sentinels where the master is, unless one has just announced
@@ -1769,9 +1762,8 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             return _awaitable(address) if asynchronous else address
 
     class ReconnectingConnection(module.SentinelManagedConnection):  # type: ignore[misc]
-        """Asks the sentinels where to connect whenever it reconnects, which
-        redis-py 6 and later do to the old (maybe dead) master. One attempt: the
-        command's own retry is around the call; connect() would nest a second."""
+        """Asks the sentinels where to connect whenever it reconnects (redis-py 6+
+        goes back to the old master), once: the command's retry is around the call."""
 
         if asynchronous:
 
@@ -1800,8 +1792,6 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
         """A master's pool follows failovers, unless *follow_failovers* is
         false; closing it closes its connections to the sentinels too."""
 
-        watcher: _FailoverWatcher | None = None
-
         def __init__(
             self, *args: t.Any, follow_failovers: bool = True, **kwargs: t.Any
         ) -> None:
@@ -1809,8 +1799,8 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             reconnecting = ReconnectingSSLConnection if ssl else ReconnectingConnection
             kwargs.setdefault("connection_class", reconnecting)
             super().__init__(*args, **kwargs)  # the service name, the sentinels
-            if follow_failovers and self.is_master:
-                self.watcher = _FailoverWatcher(self)
+            following = follow_failovers and self.is_master
+            self.watcher = _FailoverWatcher(self) if following else None
 
         def get_connection(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
             if self.watcher is not None:
@@ -1854,9 +1844,8 @@ async def _awaitable(value: t.Any) -> t.Any:
 
 
 class _FailoverWatcher:
-    """Makes a master's pool follow a failover as soon as a sentinel announces
-    it: a daemon thread per sentinel listens for ``+switch-master`` (see
-    docs/sentinel.rst, "Following failovers")."""
+    """Makes a master's pool follow a failover as soon as a sentinel announces it: a
+    daemon thread per sentinel listens for ``+switch-master`` (docs/sentinel.rst)."""
 
     def __init__(self, pool: t.Any) -> None:
         self._pool = weakref.ref(pool)
@@ -1899,7 +1888,7 @@ class _FailoverWatcher:
         sentinel = Redis(host=host, port=port, **options)
         pubsub = sentinel.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         failing = False
-        try:
+        with sentinel, pubsub:
             while not stopping.is_set() and self._pool() is not None:
                 try:
                     if not pubsub.subscribed:  # resubscribes after reconnecting
@@ -1939,9 +1928,6 @@ class _FailoverWatcher:
                         self._service_name,
                         *address,
                     )
-        finally:
-            pubsub.close()
-            sentinel.close()
 
 
 # == 9. asyncio: a client per event loop ========================================
