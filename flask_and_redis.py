@@ -1229,8 +1229,7 @@ def _client_class_and_topology(
     url: _ParsedURL | None,
     provider: Callable[..., t.Any] | None,
 ) -> tuple[Callable[..., t.Any], str]:
-    """The client class, and how the client finds its server: ``"server"``,
-    ``"sentinel"`` or ``"cluster"``; refuses keys that say different things."""
+    """The client class, and the topology: "server", "sentinel" or "cluster"."""
     key = f"{prefix}_{{}}".format
     class_key, client_class = key("CLASS"), provider
     if provider is not None:
@@ -1252,43 +1251,35 @@ def _client_class_and_topology(
         (key("CLUSTER"), flag is True),
         (class_key, _is_redis_class(client_class, "RedisCluster")),
     ]
-    sentinel, cluster = [
-        next((place for place, says in claims if says), None)
-        for claims in (sentinel_claims, cluster_claims)
-    ]
+    sentinel = next((place for place, says in sentinel_claims if says), None)
+    cluster = next((place for place, says in cluster_claims if says), None)
     if sentinel is not None and cluster is not None:
         raise ConfigurationError(
             cluster, f"it configures a Cluster, but {sentinel} configures Sentinel."
         )
     for name in _OWN_KEYS[-4:] if sentinel is None else ():  # SENTINEL_*
         if config.get(key(name)) is not None:
-            raise ConfigurationError(
-                key(name),
-                f"{_show(key(name), config[key(name)])} is set, but no sentinels are"
-                f" configured ({key('SENTINELS')} or a redis+sentinel:// URL).",
-            )
+            sentinels = f"{key('SENTINELS')} or a redis+sentinel:// URL"
+            problem = f"is set, but no sentinels are configured ({sentinels})."
+            raise _invalid(key(name), config[key(name)], problem)
     if cluster is not None and flag is False:
         raise ConfigurationError(
             key("CLUSTER"), f"False, but {cluster} configures a Redis Cluster."
         )
     client_class = client_class or _default_client_class()
     if cluster is not None and not _is_redis_class(client_class, "RedisCluster"):
-        # redis.Redis or redis.asyncio.Redis says which cluster client it is.
-        clusters = {"redis.Redis": "cluster", "redis.asyncio.Redis": "asyncio.cluster"}
-        if _class_name(client_class) not in clusters:
+        name = _class_name(client_class)
+        if name not in ("redis.Redis", "redis.asyncio.Redis"):
             raise ConfigurationError(
                 class_key,
-                f"{_class_name(client_class)} is not a cluster client class, which"
-                f" {cluster} needs (redis.RedisCluster, redis.asyncio.RedisCluster).",
+                f"{name} is not a cluster client class, which {cluster} needs"
+                " (redis.RedisCluster, redis.asyncio.RedisCluster).",
             )
-        module = clusters[_class_name(client_class)]
-        client_class = importlib.import_module(f"redis.{module}").RedisCluster
+        client_class = pkgutil.resolve_name(f"{name}Cluster")
     if sentinel is not None and url is not None and in_url is None:
-        raise ConfigurationError(
-            key("URL"),
-            f"{_show(key('URL'), config[key('URL')])} names one server, but"
-            f" {sentinel} configures Sentinel; expected a redis+sentinel:// URL.",
-        )
+        problem = f"names one server, but {sentinel} configures Sentinel"
+        advice = "expected a redis+sentinel:// URL"
+        raise _invalid(key("URL"), config[key("URL")], f"{problem}; {advice}.")
     if sentinel is not None and not _is_redis_class(client_class, "Redis"):
         raise ConfigurationError(
             class_key,
@@ -1321,13 +1312,10 @@ def _resolve_class(
         except (ImportError, AttributeError, ValueError) as error:
             # The reason may quote the value: show it as the value is shown.
             reason = mask_url(str(error).replace(value, mask_url(value)))
-            raise ConfigurationError(
-                key,
-                f"{_show(key, value)} cannot be imported ({reason}); expected"
-                f" {expected}.",
-            ) from None
+            problem = f"cannot be imported ({reason}); expected {expected}."
+            raise _invalid(key, value, problem) from None
     if not isinstance(resolved, type) or not is_wanted(resolved):
-        raise ConfigurationError(key, f"{_show(key, value)} is not {expected}.")
+        raise _invalid(key, value, f"is not {expected}.")
     return resolved
 
 
@@ -1346,26 +1334,22 @@ def _class_name(client_class: Callable[..., t.Any]) -> str:
 def _is_subclass(client_class: object, module: str, name: str) -> bool:
     # No import: a class of the module has loaded it (and redis-py may be absent).
     loaded = sys.modules.get(module)
-    return (
-        loaded is not None
-        and isinstance(client_class, type)
-        and issubclass(client_class, getattr(loaded, name))
-    )
+    if loaded is None or not isinstance(client_class, type):
+        return False
+    return issubclass(client_class, getattr(loaded, name))
 
 
 def _is_redis_class(client_class: object, name: str) -> bool:
     """A subclass of redis-py's class *name*, or of redis.asyncio's."""
-    return _is_subclass(client_class, "redis", name) or _is_subclass(
-        client_class, "redis.asyncio", name
-    )
+    modules = ("redis", "redis.asyncio")
+    return any(_is_subclass(client_class, module, name) for module in modules)
 
 
 def _keywords(
     client_class: Callable[..., t.Any], topology: str = "server"
 ) -> tuple[dict[str, t.Any], bool]:
-    """The keyword arguments *client_class* names, with defaults, and whether it
-    takes others: through ``functools.wraps`` (redis-py 6 wraps ``__init__``) and
-    ``**kwargs`` handed on to a base class, or by a cluster client to its nodes."""
+    """The keyword arguments *client_class* names, with defaults, and whether it takes
+    others; read through ``functools.wraps`` and ``**kwargs`` handed to a base class."""
     by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     initialisers = [client_class]
     if isinstance(client_class, type):  # object.__init__ takes nothing
@@ -1409,30 +1393,25 @@ def _connection_pool(
     class_key = f"{prefix}_CONNECTION_POOL_CLASS"
     timeout_key = f"{prefix}_CONNECTION_POOL_TIMEOUT"
     pool, timeout = "connection_pool", config.get(timeout_key)
-    sentinel = "with Sentinel: the client's pool is the one that asks the sentinels"
+    sentinel = "with Sentinel: the client's pool asks the sentinels where the master is"
+    blocking = "'redis.BlockingConnectionPool'"
     if config.get(class_key) is None:
         if timeout is not None:
-            raise ConfigurationError(
-                timeout_key,
-                f"{_show(timeout_key, timeout)} is a blocking pool's wait, but"
-                f" {class_key} is not set; set it to 'redis.BlockingConnectionPool'.",
-            )
+            problem = f"is a blocking pool's wait, but {class_key} is not set"
+            raise _invalid(timeout_key, timeout, f"{problem}; set it to {blocking}.")
         if topology == "sentinel" and pool in sources:
-            raise ConfigurationError(
-                _place(sources[pool], pool),
-                f"a connection pool cannot be given {sentinel} where the master is.",
-            )
+            problem = f"a connection pool cannot be given {sentinel}."
+            raise ConfigurationError(_place(sources[pool], pool), problem)
         return None, {}
     pool_class = _resolve_class(
         config[class_key],
         class_key,
-        "a connection pool class or its dotted path, such as"
-        " 'redis.BlockingConnectionPool'",
+        f"a connection pool class or its dotted path, such as {blocking}",
         lambda resolved: callable(getattr(resolved, "get_connection", None)),
     )
     why = ""
     if topology == "sentinel":
-        why = f"cannot be used {sentinel} where the master is"
+        why = f"cannot be used {sentinel}"
     elif keywords is not None and pool not in keywords:
         why = f"cannot be used: {_class_name(client_class)}() takes no connection pool"
     elif pool in sources:
@@ -1442,11 +1421,8 @@ def _connection_pool(
     if timeout_key not in config:
         return pool_class, {}
     if "timeout" not in _keywords(pool_class)[0]:
-        raise ConfigurationError(
-            timeout_key,
-            f"{_class_name(pool_class)}() takes no timeout; only a blocking pool"
-            " waits, such as 'redis.BlockingConnectionPool'.",
-        )
+        problem = f"takes no timeout; only a blocking pool waits, such as {blocking}."
+        raise ConfigurationError(timeout_key, f"{_class_name(pool_class)}() {problem}")
     timeout = _checked("socket_timeout", timeout, timeout_key, None, bool)
     return pool_class, {"timeout": timeout}
 
@@ -1458,10 +1434,8 @@ def _cluster_nodes(
 ) -> tuple[tuple[str, int], ...]:
     """The startup nodes listed, or the host and port; *kwargs* lose those and db."""
     if kwargs.get("db", 0) != 0:
-        raise ConfigurationError(
-            _place(sources["db"], "db"),
-            f"{kwargs['db']!r} is not valid: a Redis Cluster has only the database 0.",
-        )
+        problem = "is not valid: a Redis Cluster has only the database 0."
+        raise _invalid(_place(sources["db"], "db"), kwargs["db"], problem)
     kwargs.pop("db", None)
     if "unix_socket_path" in kwargs:
         raise ConfigurationError(
@@ -1497,10 +1471,9 @@ def _sentinel_kwargs(
 ) -> dict[str, t.Any]:
     """The sentinels' clients' keyword arguments: ``_SENTINEL_USERNAME``, ``_PASSWORD``
     over ``_SENTINEL_OPTIONS`` over the master's socket and TLS options; no retries."""
-    sentinel_kwargs = {"retry": _no_retries()}
-    for name, value in kwargs.items():
-        if name.startswith(("socket_", "ssl", "driver_info")):
-            sentinel_kwargs[name] = value
+    kinds = ("socket_", "ssl", "driver_info")  # the master's options they use too
+    shared = {name: value for name, value in kwargs.items() if name.startswith(kinds)}
+    sentinel_kwargs = {"retry": _no_retries(), **shared}
     options_key = f"{prefix}_SENTINEL_OPTIONS"
     options = _mapping(config, options_key, "{'socket_timeout': 0.5}")
     values = [(name, value, options_key) for name, value in options.items()]
@@ -1525,16 +1498,13 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
     assert pool_class is not None
     default_pool = getattr(settings.client_class(**kwargs), "connection_pool", None)
     key = f"{settings.prefix}_CONNECTION_POOL_CLASS"
+    client_name = _class_name(settings.client_class)
     if default_pool is None:
-        raise ConfigurationError(
-            key, f"{_class_name(settings.client_class)} has no connection pool."
-        )
+        raise ConfigurationError(key, f"{client_name} has no connection pool.")
     if not issubclass(pool_class, type(default_pool)):
-        raise ConfigurationError(
-            key,
-            f"{_class_name(pool_class)} is not a {_class_name(type(default_pool))},"
-            f" the pool class of {_class_name(settings.client_class)}.",
-        )
+        default_name = _class_name(type(default_pool))
+        problem = f"is not a {default_name}, the pool class of {client_name}."
+        raise ConfigurationError(key, f"{_class_name(pool_class)} {problem}")
     pool_kwargs = {**default_pool.connection_kwargs, **settings.connection_pool_kwargs}
     if kwargs.get("max_connections") is not None:
         pool_kwargs["max_connections"] = kwargs["max_connections"]
@@ -1547,8 +1517,7 @@ def _client_with_connection_pool(settings: ClientSettings) -> t.Any:
 
 
 def _at_most_once(default: t.Any) -> t.Any:
-    """A copy of the client class's retry policy *default* that never sends a
-    command twice (see :class:`_AtMostOnceBackoff`)."""
+    """A copy of the client class's retry policy *default*: no command sent twice."""
     try:  # Retry has no public accessors for these in every redis-py
         backoff, retries = default._backoff, default._retries
         errors = default._supported_errors
@@ -1580,10 +1549,9 @@ class _AtMostOnceBackoff:
     def compute(self, failures: int) -> float:
         error = sys.exc_info()[1]
         if error is not None:
-            frame, names = error.__traceback__, set()
-            while frame is not None:
-                names.add(frame.tb_frame.f_code.co_name)
-                frame = frame.tb_next
+            from traceback import walk_tb
+
+            names = {frame.f_code.co_name for frame, _ in walk_tb(error.__traceback__)}
             # A handshake (on_connect) is safe to send again, but not to wait
             # for again: a frozen server would hold the request per retry.
             handshake = any(name.startswith("on_connect") for name in names)
@@ -1619,8 +1587,7 @@ class _Handshake(functools.partial[t.Any]):
 
 
 def _handshake(prefix: str, connection: t.Any) -> None:
-    """The clients' ``redis_connect_func``: redis-py's handshake, its failures
-    told without the password (see :func:`_refusal`)."""
+    """The clients' redis_connect_func: on_connect(), its failures told by _refusal."""
     try:
         connection.on_connect()
         return
@@ -1693,9 +1660,8 @@ _WATCH_TIMEOUT = 5.0  # socket timeouts of a watcher, unless configured
 def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.Any]]:
     """redis-py's (or redis.asyncio's) Sentinel pool and client, made to follow
     failovers; on first use, as the module imports without redis-py."""
-    module: t.Any = importlib.import_module(
-        f"redis{'.asyncio' * asynchronous}.sentinel"
-    )
+    package = "redis.asyncio" if asynchronous else "redis"
+    module: t.Any = importlib.import_module(f"{package}.sentinel")
 
     class FollowingSentinel(module.Sentinel):  # type: ignore[misc]
         """Asks the sentinels where the master is, unless one has just announced
@@ -1725,9 +1691,8 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             return _awaitable(address) if asynchronous else address
 
     class ReconnectingConnection(module.SentinelManagedConnection):  # type: ignore[misc]
-        """Asks the sentinels where to connect whenever it reconnects, which
-        redis-py 6 and later do to the old (maybe dead) master. One attempt: the
-        command's own retry is around the call; connect() would nest a second."""
+        """Asks the sentinels where to connect whenever it reconnects (redis-py 6+
+        goes back to the old master), once: the command's retry is around the call."""
 
         if asynchronous:
 
@@ -1756,8 +1721,6 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
         """A master's pool follows failovers, unless *follow_failovers* is
         false; closing it closes its connections to the sentinels too."""
 
-        watcher: _FailoverWatcher | None = None
-
         def __init__(
             self, *args: t.Any, follow_failovers: bool = True, **kwargs: t.Any
         ) -> None:
@@ -1765,8 +1728,8 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             reconnecting = ReconnectingSSLConnection if ssl else ReconnectingConnection
             kwargs.setdefault("connection_class", reconnecting)
             super().__init__(*args, **kwargs)  # the service name, the sentinels
-            if follow_failovers and self.is_master:
-                self.watcher = _FailoverWatcher(self)
+            following = follow_failovers and self.is_master
+            self.watcher = _FailoverWatcher(self) if following else None
 
         def get_connection(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
             if self.watcher is not None:
@@ -1810,9 +1773,8 @@ async def _awaitable(value: t.Any) -> t.Any:
 
 
 class _FailoverWatcher:
-    """Makes a master's pool follow a failover as soon as a sentinel announces
-    it: a daemon thread per sentinel listens for ``+switch-master`` (see
-    docs/sentinel.rst, "Following failovers")."""
+    """Makes a master's pool follow a failover as soon as a sentinel announces it: a
+    daemon thread per sentinel listens for ``+switch-master`` (docs/sentinel.rst)."""
 
     def __init__(self, pool: t.Any) -> None:
         self._pool = weakref.ref(pool)
@@ -1855,7 +1817,7 @@ class _FailoverWatcher:
         sentinel = Redis(host=host, port=port, **options)
         pubsub = sentinel.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         failing = False
-        try:
+        with sentinel, pubsub:
             while not stopping.is_set() and self._pool() is not None:
                 try:
                     if not pubsub.subscribed:  # resubscribes after reconnecting
@@ -1895,9 +1857,6 @@ class _FailoverWatcher:
                         self._service_name,
                         *address,
                     )
-        finally:
-            pubsub.close()
-            sentinel.close()
 
 
 # == 9. asyncio: a client per event loop ========================================
