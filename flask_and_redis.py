@@ -2053,12 +2053,9 @@ class LoopLocalClient(_Binding):
                 pool = getattr(built, "connection_pool", None)  # (not a cluster's)
                 if pool is not None:
                     pool.connection_class = _timed_writes(pool.connection_class)
-        # Started, the closer is the loop's: its shutdown_asyncgens() closes it.
+        # Run to its yield, the closer is the loop's: shutdown_asyncgens() closes it.
         closer = self._close_at_shutdown(loop)
-        try:
-            closer.asend(None).send(None)
-        except StopIteration:
-            pass
+        next(closer.asend(None).__await__(), None)
         self._clients[loop] = clients = (client, replica, closer)
         _expose_attributes(client, own_only=True)
         logger.debug("%s: new client for event loop %#x", settings.prefix, id(loop))
@@ -2126,24 +2123,22 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _run_in_views_loop(
-    app: Flask, function: Callable[..., t.Any]
-) -> Callable[..., t.Any]:
+def _run_in_views_loop(app: Flask, view: Callable[..., t.Any]) -> Callable[..., t.Any]:
     """``Flask.async_to_sync`` for apps with an asyncio prefix: views run as
     tasks of one lasting event loop, as asgiref runs them: see :ref:`async-views`."""
 
-    @functools.wraps(function)
+    @functools.wraps(view)
     def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
         loop = _views_loop()
         if _running_loop() is loop:  # waiting would deadlock it: asgiref refuses
-            return Flask.async_to_sync(app, function)(*args, **kwargs)
+            return Flask.async_to_sync(app, view)(*args, **kwargs)
         left: list[contextvars.Context] = []  # the context that the view leaves
 
-        async def view() -> t.Any:
+        async def run_view() -> t.Any:
             started: set[asyncio.Task[t.Any]] = set()  # see _view_task_factory
             token = _VIEW_TASKS.set(started)
             try:
-                return await function(*args, **kwargs)
+                return await view(*args, **kwargs)
             finally:
                 running = [task for task in started if not task.done()]
                 for task in running:
@@ -2153,7 +2148,7 @@ def _run_in_views_loop(
                 left.append(contextvars.copy_context())
 
         # Its task runs in a copy of this thread's context.
-        done = asyncio.run_coroutine_threadsafe(view(), loop)
+        done = asyncio.run_coroutine_threadsafe(run_view(), loop)
         try:
             return done.result()
         finally:
@@ -2227,17 +2222,15 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
 
     def decorate(command: Callable[..., None]) -> t.Any:
         @functools.wraps(command)
-        @click.pass_context
-        def run(
-            context: click.Context, /, prefix: str | None, **options: t.Any
-        ) -> None:
-            if _cv_app.get(_NO_CONTEXT).app is None:
+        def run(prefix: str | None, **options: t.Any) -> None:
+            app = _cv_app.get(_NO_CONTEXT).app
+            if app is None:
+                context = click.get_current_context()
                 try:
                     app = context.ensure_object(ScriptInfo).load_app()
                 except ConfigurationError as error:
                     raise click.ClickException(str(error)) from None
                 context.with_resource(app.app_context())
-            app = _cv_app.get(_NO_CONTEXT).app
             registered = _registered_settings(app)
             if prefix is not None and prefix not in registered:
                 raise click.BadParameter(
@@ -2247,9 +2240,7 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
                 )
             selected = [registered[prefix]] if prefix else list(registered.values())
             if not selected:
-                raise click.ClickException(
-                    f"The app {app.name!r} has no Redis extension."
-                )
+                raise click.ClickException(f"The app {app.name!r} has no Redis prefix.")
             command(selected, **options)
 
         run = click.option(
@@ -2276,9 +2267,8 @@ def _probe(
     *timeout* seconds: redis-py 8 retries a refused connection ten times."""
     named, takes_any = _keywords(settings.client_class)
     timeouts = dict.fromkeys(("socket_timeout", "socket_connect_timeout"), timeout)
-    kwargs = {**settings.kwargs} | {
-        name: value for name, value in timeouts.items() if takes_any or name in named
-    }
+    kwargs = {**settings.kwargs}
+    kwargs.update((name, timeout) for name in timeouts if takes_any or name in named)
     if hasattr(named.get("retry"), "get_retries"):  # the class's own kind of Retry
         kwargs["retry"] = _no_retries(type(named["retry"]))
     probe = dataclasses.replace(settings, kwargs=kwargs)
@@ -2497,29 +2487,22 @@ def _recorded(
         context = _cv_app.get(None)
         if context is None or _NOT_RECORDING.get():
             return None
+        listed: list[tuple[t.Any, ...]] = context.g.setdefault("_redis_commands", [])
+        return listed
+
+    async def record_awaited(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        listed = records()
+        if listed is None:
+            return await method(*args, **kwargs)
+        command, shown = describe(args)
+        started, error = _perf_counter(), None
         try:
-            listed = context.g._redis_commands
-        except AttributeError:
-            listed = context.g._redis_commands = []
-        return t.cast(list[tuple[t.Any, ...]], listed)
-
-    if asynchronous:
-
-        async def record_awaited(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            listed = records()
-            if listed is None:
-                return await method(*args, **kwargs)
-            command, shown = describe(args)
-            started, error = _perf_counter(), None
-            try:
-                return await method(*args, **kwargs)
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                listed.append((prefix, command, shown, started, _perf_counter(), error))
-
-        return record_awaited
+            return await method(*args, **kwargs)
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            listed.append((prefix, command, shown, started, _perf_counter(), error))
 
     def record(*args: t.Any, **kwargs: t.Any) -> t.Any:
         listed = records()
@@ -2535,7 +2518,7 @@ def _recorded(
         finally:
             listed.append((prefix, command, shown, started, _perf_counter(), error))
 
-    return record
+    return record_awaited if asynchronous else record
 
 
 # The commands that can carry a password, and how far after which word.
@@ -2648,9 +2631,8 @@ def flask_caching_backend(
     if prefix not in registered:
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
-            f"{prefix!r} is not the prefix of a Redis extension on the app"
-            f" {app.name!r} (its prefixes: {', '.join(map(repr, registered))})."
-            " Register the extension before the cache.",
+            f"{prefix!r} is not a Redis prefix of the app {app.name!r} (its prefixes:"
+            f" {', '.join(map(repr, registered))}); register the extension first.",
         )
     settings, key_prefix = registered[prefix], config.get("CACHE_KEY_PREFIX")
     if settings.is_asyncio:
