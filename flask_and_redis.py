@@ -1978,10 +1978,8 @@ _LoopClients = tuple[t.Any, t.Any, t.AsyncGenerator[None, None]]
 
 
 class LoopLocalClient(_Binding):
-    """The asyncio client of one app and prefix: a client per event loop,
-    built on first use in that loop and closed when the loop shuts down (see
-    :doc:`async`). It is ``app.extensions["redis"][prefix]``, and hands
-    attribute lookups on to the running loop's client.
+    """The asyncio client of one app and prefix: a client per event loop, built
+    on first use in it, to which attribute lookups go (see :doc:`async`).
 
     :param settings: what every loop's client is built from.
     """
@@ -2054,16 +2052,15 @@ class LoopLocalClient(_Binding):
                 if pool is not None:
                     pool.connection_class = _timed_writes(pool.connection_class)
         # Run to its yield, the closer is the loop's: shutdown_asyncgens() closes it.
-        closer = self._close_at_shutdown(loop)
+        closer = self._close_at_shutdown()
         next(closer.asend(None).__await__(), None)
         self._clients[loop] = clients = (client, replica, closer)
         _expose_attributes(client, own_only=True)
         logger.debug("%s: new client for event loop %#x", settings.prefix, id(loop))
         return clients
 
-    async def _close_at_shutdown(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> t.AsyncGenerator[None, None]:
+    async def _close_at_shutdown(self) -> t.AsyncGenerator[None, None]:
+        loop = asyncio.get_running_loop()  # the one _open started it in
         try:
             yield
         finally:
@@ -2089,9 +2086,8 @@ class LoopLocalClient(_Binding):
 
 @functools.cache
 def _timed_writes(connection_class: type[t.Any]) -> type[t.Any]:
-    """*connection_class*, of redis.asyncio, timing its writes with
-    ``asyncio.timeout()`` on Python 3.11, where redis-py's ``wait_for()``
-    makes a task per command (see :doc:`performance`)."""
+    """*connection_class* timing its writes with ``asyncio.timeout()``: on 3.11,
+    redis-py's ``wait_for()`` makes a task per command (see :doc:`performance`)."""
 
     class TimedWrites(connection_class):  # type: ignore[misc]
         socket_timeout: float | None
@@ -2261,10 +2257,10 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
 
 def _probe(
     settings: ClientSettings, timeout: float, *commands: tuple[t.Any, ...]
-) -> list[tuple[t.Any, float]]:
-    """Each result of *commands* -- ``("info", "server")`` -- and its seconds,
-    from a client of *settings* that tries each server (or sentinel) once, for
-    *timeout* seconds: redis-py 8 retries a refused connection ten times."""
+) -> list[tuple[t.Any, float]] | None:
+    """Each result of *commands* (as ``("info", "server")``) and its seconds, from
+    a client of *settings* trying each server once for *timeout* seconds (redis-py 8
+    retries a refused connection ten times); None once it said why it failed."""
     named, takes_any = _keywords(settings.client_class)
     timeouts = dict.fromkeys(("socket_timeout", "socket_connect_timeout"), timeout)
     kwargs = {**settings.kwargs}
@@ -2292,11 +2288,12 @@ def _probe(
             if inspect.isawaitable(closed):
                 await closed
 
-    return asyncio.run(run())
-
-
-def _unreachable(settings: ClientSettings, error: Exception) -> str:
-    return f"unreachable: {type(error).__name__}: {_masked_text(str(error), settings)}"
+    try:
+        return asyncio.run(run())
+    except Exception as error:  # every failure is the answer here
+        reason = _masked_text(str(error), settings)
+        click.echo(f"unreachable: {type(error).__name__}: {reason}")
+        return None
 
 
 @_command("ping")
@@ -2305,20 +2302,17 @@ def _ping_command(selected: list[ClientSettings], timeout: float) -> None:
     failed = False
     width = max(len(settings.prefix) for settings in selected)
     for settings in selected:
-        where = f"{settings.prefix:<{width}}  {settings.url}"
-        try:
-            # The first PING connects, authenticates and selects the db.
-            _, (_, took), (info, _) = _probe(
-                settings, timeout, ("ping",), ("ping",), ("info", "server")
-            )
-        except Exception as error:  # every failure is the answer here
+        click.echo(f"{settings.prefix:<{width}}  {settings.url}  ", nl=False)
+        # The first PING connects, authenticates and selects the db.
+        probed = _probe(settings, timeout, ("ping",), ("ping",), ("info", "server"))
+        if probed is None:
             failed = True
-            click.echo(f"{where}  {_unreachable(settings, error)}")
             continue
+        _, (_, took), (info, _) = probed
         server = f"Redis {info.get('redis_version', '(version unknown)')}"
         if "valkey_version" in info:
             server = f"Valkey {info['valkey_version']}"
-        click.echo(f"{where}  PONG in {took * 1000:.2f} ms, {server}")
+        click.echo(f"PONG in {took * 1000:.2f} ms, {server}")
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -2341,11 +2335,10 @@ def _info_command(
     sections = _INFO_SECTIONS if section is None else [section.lower()]
     for settings in selected:
         click.echo(f"# {settings.prefix}  {settings.url}")
-        try:
-            infos = _probe(settings, timeout, *(("info", name) for name in sections))
-        except Exception as error:  # every failure is the answer here
+        infos = _probe(settings, timeout, *(("info", name) for name in sections))
+        if infos is None:
             failed = True
-            click.echo(f"{_unreachable(settings, error)}\n")
+            click.echo()
             continue
         if section is not None and not infos[0][0]:
             raise click.ClickException(
@@ -2617,14 +2610,13 @@ CACHE_CONFIG_PREFIX_KEY = "CACHE_REDIS_CONFIG_PREFIX"
 def flask_caching_backend(
     app: Flask, config: dict[str, t.Any], args: list[t.Any], kwargs: dict[str, t.Any]
 ) -> t.Any:
-    """A Flask-Caching backend (``CACHE_TYPE``) on the client of the prefix
-    named by ``CACHE_REDIS_CONFIG_PREFIX`` (``"REDIS"`` by default), whose
-    ``clear()`` deletes only the keys under ``CACHE_KEY_PREFIX``: see
-    :doc:`integrations`.
+    """A Flask-Caching backend (``CACHE_TYPE``) on the client of the prefix named by
+    ``CACHE_REDIS_CONFIG_PREFIX`` (``"REDIS"`` by default), whose ``clear()`` deletes
+    only the keys under ``CACHE_KEY_PREFIX``: see :doc:`integrations`.
 
-    :raise ConfigurationError: the prefix is not registered on the app, its
-        client decodes responses or is asyncio's, the key prefix is empty,
-        or ``CACHE_ARGS`` is set.
+    :raise ConfigurationError: the prefix is not registered on the app, its client
+        decodes responses or is asyncio's, the key prefix is empty, or ``CACHE_ARGS``
+        is set.
     """
     prefix = config.get(CACHE_CONFIG_PREFIX_KEY) or "REDIS"
     registered = _registered_settings(app)
