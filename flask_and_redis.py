@@ -2651,10 +2651,9 @@ def flask_caching_backend(
             f"{_show('CACHE_ARGS', args)} is not used by this backend: its client"
             " is the one of the prefix; pass options in CACHE_OPTIONS.",
         )
+    binding = app.extensions["redis"].bindings[prefix]
     # A cluster's binding stands in for its client until first used.
-    client = app.extensions["redis"].bindings[prefix]
-    if not isinstance(client, _BuiltOnFirstUse):
-        client = client.client
+    client = binding if isinstance(binding, _BuiltOnFirstUse) else binding.client
     return _shared_database_redis_cache()(host=client, key_prefix=key_prefix, **kwargs)
 
 
