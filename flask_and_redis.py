@@ -1866,10 +1866,8 @@ _LoopClients = tuple[t.Any, t.Any, t.AsyncGenerator[None, None]]
 
 
 class LoopLocalClient(_Binding):
-    """The asyncio client of one app and prefix: a client per event loop,
-    built on first use in that loop and closed when the loop shuts down (see
-    :doc:`async`). It is ``app.extensions["redis"][prefix]``, and hands
-    attribute lookups on to the running loop's client.
+    """The asyncio client of one app and prefix: a client per event loop, built
+    on first use in it, to which attribute lookups go (see :doc:`async`).
 
     :param settings: what every loop's client is built from.
     """
@@ -1941,20 +1939,16 @@ class LoopLocalClient(_Binding):
                 pool = getattr(built, "connection_pool", None)  # (not a cluster's)
                 if pool is not None:
                     pool.connection_class = _timed_writes(pool.connection_class)
-        # Started, the closer is the loop's: its shutdown_asyncgens() closes it.
-        closer = self._close_at_shutdown(loop)
-        try:
-            closer.asend(None).send(None)
-        except StopIteration:
-            pass
+        # Run to its yield, the closer is the loop's: shutdown_asyncgens() closes it.
+        closer = self._close_at_shutdown()
+        next(closer.asend(None).__await__(), None)
         self._clients[loop] = clients = (client, replica, closer)
         _expose_attributes(client, own_only=True)
         logger.debug("%s: new client for event loop %#x", settings.prefix, id(loop))
         return clients
 
-    async def _close_at_shutdown(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> t.AsyncGenerator[None, None]:
+    async def _close_at_shutdown(self) -> t.AsyncGenerator[None, None]:
+        loop = asyncio.get_running_loop()  # the one _open started it in
         try:
             yield
         finally:
@@ -1980,9 +1974,8 @@ class LoopLocalClient(_Binding):
 
 @functools.cache
 def _timed_writes(connection_class: type[t.Any]) -> type[t.Any]:
-    """*connection_class*, of redis.asyncio, timing its writes with
-    ``asyncio.timeout()`` on Python 3.11, where redis-py's ``wait_for()``
-    makes a task per command (see :doc:`performance`)."""
+    """*connection_class* timing its writes with ``asyncio.timeout()``: on 3.11,
+    redis-py's ``wait_for()`` makes a task per command (see :doc:`performance`)."""
 
     class TimedWrites(connection_class):  # type: ignore[misc]
         socket_timeout: float | None
@@ -2014,24 +2007,22 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _run_in_views_loop(
-    app: Flask, function: Callable[..., t.Any]
-) -> Callable[..., t.Any]:
+def _run_in_views_loop(app: Flask, view: Callable[..., t.Any]) -> Callable[..., t.Any]:
     """``Flask.async_to_sync`` for apps with an asyncio prefix: views run as
     tasks of one lasting event loop, as asgiref runs them: see :ref:`async-views`."""
 
-    @functools.wraps(function)
+    @functools.wraps(view)
     def run(*args: t.Any, **kwargs: t.Any) -> t.Any:
         loop = _views_loop()
         if _running_loop() is loop:  # waiting would deadlock it: asgiref refuses
-            return Flask.async_to_sync(app, function)(*args, **kwargs)
+            return Flask.async_to_sync(app, view)(*args, **kwargs)
         left: list[contextvars.Context] = []  # the context that the view leaves
 
-        async def view() -> t.Any:
+        async def run_view() -> t.Any:
             started: set[asyncio.Task[t.Any]] = set()  # see _view_task_factory
             token = _VIEW_TASKS.set(started)
             try:
-                return await function(*args, **kwargs)
+                return await view(*args, **kwargs)
             finally:
                 running = [task for task in started if not task.done()]
                 for task in running:
@@ -2041,7 +2032,7 @@ def _run_in_views_loop(
                 left.append(contextvars.copy_context())
 
         # Its task runs in a copy of this thread's context.
-        done = asyncio.run_coroutine_threadsafe(view(), loop)
+        done = asyncio.run_coroutine_threadsafe(run_view(), loop)
         try:
             return done.result()
         finally:
@@ -2115,17 +2106,15 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
 
     def decorate(command: Callable[..., None]) -> t.Any:
         @functools.wraps(command)
-        @click.pass_context
-        def run(
-            context: click.Context, /, prefix: str | None, **options: t.Any
-        ) -> None:
-            if _cv_app.get(_NO_CONTEXT).app is None:
+        def run(prefix: str | None, **options: t.Any) -> None:
+            app = _cv_app.get(_NO_CONTEXT).app
+            if app is None:
+                context = click.get_current_context()
                 try:
                     app = context.ensure_object(ScriptInfo).load_app()
                 except ConfigurationError as error:
                     raise click.ClickException(str(error)) from None
                 context.with_resource(app.app_context())
-            app = _cv_app.get(_NO_CONTEXT).app
             registered = _registered_settings(app)
             if prefix is not None and prefix not in registered:
                 raise click.BadParameter(
@@ -2135,9 +2124,7 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
                 )
             selected = [registered[prefix]] if prefix else list(registered.values())
             if not selected:
-                raise click.ClickException(
-                    f"The app {app.name!r} has no Redis extension."
-                )
+                raise click.ClickException(f"The app {app.name!r} has no Redis prefix.")
             command(selected, **options)
 
         run = click.option(
@@ -2158,15 +2145,14 @@ def _command(name: str, *, timeout: bool = True) -> Callable[[t.Any], t.Any]:
 
 def _probe(
     settings: ClientSettings, timeout: float, *commands: tuple[t.Any, ...]
-) -> list[tuple[t.Any, float]]:
-    """Each result of *commands* -- ``("info", "server")`` -- and its seconds,
-    from a client of *settings* that tries each server (or sentinel) once, for
-    *timeout* seconds: redis-py 8 retries a refused connection ten times."""
+) -> list[tuple[t.Any, float]] | None:
+    """Each result of *commands* (as ``("info", "server")``) and its seconds, from
+    a client of *settings* trying each server once for *timeout* seconds (redis-py 8
+    retries a refused connection ten times); None once it said why it failed."""
     named, takes_any = _keywords(settings.client_class)
     timeouts = dict.fromkeys(("socket_timeout", "socket_connect_timeout"), timeout)
-    kwargs = {**settings.kwargs} | {
-        name: value for name, value in timeouts.items() if takes_any or name in named
-    }
+    kwargs = {**settings.kwargs}
+    kwargs.update((name, timeout) for name in timeouts if takes_any or name in named)
     if hasattr(named.get("retry"), "get_retries"):  # the class's own kind of Retry
         kwargs["retry"] = _no_retries(type(named["retry"]))
     probe = dataclasses.replace(settings, kwargs=kwargs)
@@ -2190,11 +2176,12 @@ def _probe(
             if inspect.isawaitable(closed):
                 await closed
 
-    return asyncio.run(run())
-
-
-def _unreachable(settings: ClientSettings, error: Exception) -> str:
-    return f"unreachable: {type(error).__name__}: {_masked_text(str(error), settings)}"
+    try:
+        return asyncio.run(run())
+    except Exception as error:  # every failure is the answer here
+        reason = _masked_text(str(error), settings)
+        click.echo(f"unreachable: {type(error).__name__}: {reason}")
+        return None
 
 
 @_command("ping")
@@ -2203,20 +2190,17 @@ def _ping_command(selected: list[ClientSettings], timeout: float) -> None:
     failed = False
     width = max(len(settings.prefix) for settings in selected)
     for settings in selected:
-        where = f"{settings.prefix:<{width}}  {settings.url}"
-        try:
-            # The first PING connects, authenticates and selects the db.
-            _, (_, took), (info, _) = _probe(
-                settings, timeout, ("ping",), ("ping",), ("info", "server")
-            )
-        except Exception as error:  # every failure is the answer here
+        click.echo(f"{settings.prefix:<{width}}  {settings.url}  ", nl=False)
+        # The first PING connects, authenticates and selects the db.
+        probed = _probe(settings, timeout, ("ping",), ("ping",), ("info", "server"))
+        if probed is None:
             failed = True
-            click.echo(f"{where}  {_unreachable(settings, error)}")
             continue
+        _, (_, took), (info, _) = probed
         server = f"Redis {info.get('redis_version', '(version unknown)')}"
         if "valkey_version" in info:
             server = f"Valkey {info['valkey_version']}"
-        click.echo(f"{where}  PONG in {took * 1000:.2f} ms, {server}")
+        click.echo(f"PONG in {took * 1000:.2f} ms, {server}")
     if failed:
         raise click.exceptions.Exit(1)
 
@@ -2239,11 +2223,10 @@ def _info_command(
     sections = _INFO_SECTIONS if section is None else [section.lower()]
     for settings in selected:
         click.echo(f"# {settings.prefix}  {settings.url}")
-        try:
-            infos = _probe(settings, timeout, *(("info", name) for name in sections))
-        except Exception as error:  # every failure is the answer here
+        infos = _probe(settings, timeout, *(("info", name) for name in sections))
+        if infos is None:
             failed = True
-            click.echo(f"{_unreachable(settings, error)}\n")
+            click.echo()
             continue
         if section is not None and not infos[0][0]:
             raise click.ClickException(
@@ -2385,29 +2368,22 @@ def _recorded(
         context = _cv_app.get(None)
         if context is None or _NOT_RECORDING.get():
             return None
+        listed: list[tuple[t.Any, ...]] = context.g.setdefault("_redis_commands", [])
+        return listed
+
+    async def record_awaited(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        listed = records()
+        if listed is None:
+            return await method(*args, **kwargs)
+        command, shown = describe(args)
+        started, error = _perf_counter(), None
         try:
-            listed = context.g._redis_commands
-        except AttributeError:
-            listed = context.g._redis_commands = []
-        return t.cast(list[tuple[t.Any, ...]], listed)
-
-    if asynchronous:
-
-        async def record_awaited(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            listed = records()
-            if listed is None:
-                return await method(*args, **kwargs)
-            command, shown = describe(args)
-            started, error = _perf_counter(), None
-            try:
-                return await method(*args, **kwargs)
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                listed.append((prefix, command, shown, started, _perf_counter(), error))
-
-        return record_awaited
+            return await method(*args, **kwargs)
+        except BaseException as caught:
+            error = caught
+            raise
+        finally:
+            listed.append((prefix, command, shown, started, _perf_counter(), error))
 
     def record(*args: t.Any, **kwargs: t.Any) -> t.Any:
         listed = records()
@@ -2423,7 +2399,7 @@ def _recorded(
         finally:
             listed.append((prefix, command, shown, started, _perf_counter(), error))
 
-    return record
+    return record_awaited if asynchronous else record
 
 
 # The commands that can carry a password, and how far after which word.
@@ -2522,23 +2498,21 @@ CACHE_CONFIG_PREFIX_KEY = "CACHE_REDIS_CONFIG_PREFIX"
 def flask_caching_backend(
     app: Flask, config: dict[str, t.Any], args: list[t.Any], kwargs: dict[str, t.Any]
 ) -> t.Any:
-    """A Flask-Caching backend (``CACHE_TYPE``) on the client of the prefix
-    named by ``CACHE_REDIS_CONFIG_PREFIX`` (``"REDIS"`` by default), whose
-    ``clear()`` deletes only the keys under ``CACHE_KEY_PREFIX``: see
-    :doc:`integrations`.
+    """A Flask-Caching backend (``CACHE_TYPE``) on the client of the prefix named by
+    ``CACHE_REDIS_CONFIG_PREFIX`` (``"REDIS"`` by default), whose ``clear()`` deletes
+    only the keys under ``CACHE_KEY_PREFIX``: see :doc:`integrations`.
 
-    :raise ConfigurationError: the prefix is not registered on the app, its
-        client decodes responses or is asyncio's, the key prefix is empty,
-        or ``CACHE_ARGS`` is set.
+    :raise ConfigurationError: the prefix is not registered on the app, its client
+        decodes responses or is asyncio's, the key prefix is empty, or ``CACHE_ARGS``
+        is set.
     """
     prefix = config.get(CACHE_CONFIG_PREFIX_KEY) or "REDIS"
     registered = _registered_settings(app)
     if prefix not in registered:
         raise ConfigurationError(
             CACHE_CONFIG_PREFIX_KEY,
-            f"{prefix!r} is not the prefix of a Redis extension on the app"
-            f" {app.name!r} (its prefixes: {', '.join(map(repr, registered))})."
-            " Register the extension before the cache.",
+            f"{prefix!r} is not a Redis prefix of the app {app.name!r} (its prefixes:"
+            f" {', '.join(map(repr, registered))}); register the extension first.",
         )
     settings, key_prefix = registered[prefix], config.get("CACHE_KEY_PREFIX")
     if settings.is_asyncio:
@@ -2565,10 +2539,9 @@ def flask_caching_backend(
             f"{_show('CACHE_ARGS', args)} is not used by this backend: its client"
             " is the one of the prefix; pass options in CACHE_OPTIONS.",
         )
+    binding = app.extensions["redis"].bindings[prefix]
     # A cluster's binding stands in for its client until first used.
-    client = app.extensions["redis"].bindings[prefix]
-    if not isinstance(client, _BuiltOnFirstUse):
-        client = client.client
+    client = binding if isinstance(binding, _BuiltOnFirstUse) else binding.client
     return _shared_database_redis_cache()(host=client, key_prefix=key_prefix, **kwargs)
 
 

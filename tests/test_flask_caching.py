@@ -191,8 +191,8 @@ def test_a_named_prefix(make_app: MakeApp, redis_server: RedisServer) -> None:
         (
             {"CACHE_REDIS_CONFIG_PREFIX": "CACHE"},
             "CACHE_REDIS_CONFIG_PREFIX",
-            "'CACHE' is not the prefix of a Redis extension on the app 'test_app'"
-            " (its prefixes: 'REDIS'). Register the extension before the cache",
+            "'CACHE' is not a Redis prefix of the app 'test_app'"
+            " (its prefixes: 'REDIS'); register the extension first",
         ),
         (
             {"REDIS_CLASS": "redis.asyncio.Redis"},
