@@ -42,6 +42,7 @@ import typing as t
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from traceback import walk_tb
 from types import SimpleNamespace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -1183,7 +1184,8 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
             kwargs["port"] = port
         return _ParsedURL(scheme, kwargs)
     name = "sentinels" if topology == "sentinel" else "cluster_nodes"
-    kwargs[name] = _addresses(unquote(parts.netloc.rpartition("@")[2]), key, name)
+    hosts = [unquote(host) for host in parts.netloc.rpartition("@")[2].split(",")]
+    kwargs[name] = _addresses(hosts, key, name)
     return _ParsedURL(scheme, kwargs, topology, service_name)
 
 
@@ -1549,8 +1551,6 @@ class _AtMostOnceBackoff:
     def compute(self, failures: int) -> float:
         error = sys.exc_info()[1]
         if error is not None:
-            from traceback import walk_tb
-
             names = {frame.f_code.co_name for frame, _ in walk_tb(error.__traceback__)}
             # A handshake (on_connect) is safe to send again, but not to wait
             # for again: a frozen server would hold the request per retry.
@@ -1724,8 +1724,8 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
         def __init__(
             self, *args: t.Any, follow_failovers: bool = True, **kwargs: t.Any
         ) -> None:
-            ssl = kwargs.get("ssl")
-            reconnecting = ReconnectingSSLConnection if ssl else ReconnectingConnection
+            tls = kwargs.get("ssl")
+            reconnecting = ReconnectingSSLConnection if tls else ReconnectingConnection
             kwargs.setdefault("connection_class", reconnecting)
             super().__init__(*args, **kwargs)  # the service name, the sentinels
             following = follow_failovers and self.is_master
