@@ -42,6 +42,7 @@ import typing as t
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from traceback import walk_tb
 from types import SimpleNamespace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -821,7 +822,8 @@ def _client_kwargs(
             raise ConfigurationError(key, f"TLS is on, but {problem}, or turn it off.")
     for name, value in kwargs.items() if not kwargs.get("ssl") else ():
         if name.startswith("ssl_") and value is not None and sources[name] != "code":
-            problem = f"TLS is off; set {prefix}_SSL = True or use a rediss:// URL."
+            problem = f"TLS is off; set {prefix}_SSL = True, use a rediss:// URL, or"
+            problem += " remove this option."
             raise ConfigurationError(_place(sources[name], name), problem)
     return kwargs, sources
 
@@ -849,7 +851,8 @@ def _mapping(config: Mapping[str, t.Any], key: str, example: str) -> dict[str, t
         raise ConfigurationError(key, f"{problem}; expected {expected}.")
     for name in mapping:
         if not isinstance(name, str):
-            raise _invalid(f"{key}[{name!r}]", name, "is not a keyword argument name.")
+            problem = "is not a keyword argument name, such as 'socket_timeout'."
+            raise _invalid(f"{key}[{name!r}]", name, problem)
     return dict(mapping)
 
 
@@ -1049,7 +1052,7 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
     **dict.fromkeys(("lib_name", "lib_version", "ssl_ca_data", "ssl_ciphers"), _TEXT),
     **dict.fromkeys(("socket_timeout", "socket_connect_timeout"), _SECONDS),
     "socket_keepalive": (bool, _ACCEPTED[bool], _any),
-    "socket_read_size": (int, "an integer greater than 0", lambda size: size > 0),
+    "socket_read_size": (int, "a number of bytes above 0", lambda size: size > 0),
     "max_connections": (
         int,
         "an integer greater than 0, or None for no limit",
@@ -1076,7 +1079,7 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
         lambda name: callable(codecs.lookup_error(name)),
     ),
     **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"), _FILE),
-    "ssl_ca_path": (_to_path, "the path of an existing directory", os.path.isdir),
+    "ssl_ca_path": (_to_path, "a directory of CA certificates", os.path.isdir),
     "ssl_cert_reqs": (
         lambda reqs: reqs if isinstance(reqs, ssl.VerifyMode) else _convert(str, reqs),
         "'required' (the default), 'optional' or 'none', or an ssl.VerifyMode",
@@ -1185,7 +1188,12 @@ def _parse_url(url: object, key: str) -> _ParsedURL:
         return _ParsedURL(scheme, kwargs)
     name = "sentinels" if topology == "sentinel" else "cluster_nodes"
     hosts = [unquote(host) for host in parts.netloc.rpartition("@")[2].split(",")]
-    kwargs[name] = _addresses(hosts, key, name)
+    try:
+        kwargs[name] = _addresses(hosts, key, name)
+    except ConfigurationError:  # shown in the URL, masked
+        raise invalid(
+            f"does not list its hosts as host[:port]; {_URL_EXPECTED}."
+        ) from None
     return _ParsedURL(scheme, kwargs, topology, service_name)
 
 
@@ -1257,7 +1265,9 @@ def _client_class_and_topology(
     cluster = next((place for place, says in cluster_claims if says), None)
     if sentinel is not None and cluster is not None:
         raise ConfigurationError(
-            cluster, f"it configures a Cluster, but {sentinel} configures Sentinel."
+            cluster,
+            f"it configures a Cluster, but {sentinel} configures Sentinel; a client"
+            " uses one or the other, so remove one of them.",
         )
     for name in _OWN_KEYS[-4:] if sentinel is None else ():  # SENTINEL_*
         if config.get(key(name)) is not None:
@@ -1266,21 +1276,27 @@ def _client_class_and_topology(
             raise _invalid(key(name), config[key(name)], problem)
     if cluster is not None and flag is False:
         raise ConfigurationError(
-            key("CLUSTER"), f"False, but {cluster} configures a Redis Cluster."
+            key("CLUSTER"),
+            f"False, but {cluster} configures a Redis Cluster; set it to True, or"
+            " remove it.",
         )
     client_class = client_class or _default_client_class()
     if cluster is not None and not _is_redis_class(client_class, "RedisCluster"):
+        # redis.Redis or redis.asyncio.Redis says which cluster client it is.
+        modules = {"redis.Redis": "redis", "redis.asyncio.Redis": "redis.asyncio"}
         name = _class_name(client_class)
-        if name not in ("redis.Redis", "redis.asyncio.Redis"):
+        if name not in modules:
             raise ConfigurationError(
                 class_key,
-                f"{name} is not a cluster client class, which {cluster} needs"
-                " (redis.RedisCluster, redis.asyncio.RedisCluster).",
+                f"{name} is not a cluster client class, which {cluster} needs; leave"
+                f" {key('CLASS')} unset, or name redis.RedisCluster,"
+                " redis.asyncio.RedisCluster (or a subclass), redis.Redis or"
+                " redis.asyncio.Redis.",
             )
-        client_class = pkgutil.resolve_name(f"{name}Cluster")
+        client_class = importlib.import_module(modules[name]).RedisCluster
     if sentinel is not None and url is not None and in_url is None:
         problem = f"names one server, but {sentinel} configures Sentinel"
-        advice = "expected a redis+sentinel:// URL"
+        advice = "expected 'redis+sentinel://host:port[,host:port…]/master[/db]'"
         raise _invalid(key("URL"), config[key("URL")], f"{problem}; {advice}.")
     if sentinel is not None and not _is_redis_class(client_class, "Redis"):
         raise ConfigurationError(
@@ -1317,7 +1333,8 @@ def _resolve_class(
             problem = f"cannot be imported ({reason}); expected {expected}."
             raise _invalid(key, value, problem) from None
     if not isinstance(resolved, type) or not is_wanted(resolved):
-        raise _invalid(key, value, f"is not {expected}.")
+        what = expected.partition(" or ")[0]
+        raise _invalid(key, value, f"is not {what}; expected {expected}.")
     return resolved
 
 
@@ -1727,6 +1744,7 @@ def _sentinel_classes(asynchronous: bool = False) -> tuple[type[t.Any], type[t.A
             tls = kwargs.get("ssl")
             reconnecting = ReconnectingSSLConnection if tls else ReconnectingConnection
             kwargs.setdefault("connection_class", reconnecting)
+            self.watcher: _FailoverWatcher | None = None  # (if __init__ disconnects)
             super().__init__(*args, **kwargs)  # the service name, the sentinels
             following = follow_failovers and self.is_master
             self.watcher = _FailoverWatcher(self) if following else None
@@ -1941,7 +1959,10 @@ class LoopLocalClient(_Binding):
                     pool.connection_class = _timed_writes(pool.connection_class)
         # Run to its yield, the closer is the loop's: shutdown_asyncgens() closes it.
         closer = self._close_at_shutdown()
-        next(closer.asend(None).__await__(), None)
+        try:
+            closer.asend(None).send(None)
+        except StopIteration:  # (it yielded)
+            pass
         self._clients[loop] = clients = (client, replica, closer)
         _expose_attributes(client, own_only=True)
         logger.debug("%s: new client for event loop %#x", settings.prefix, id(loop))
@@ -2547,8 +2568,6 @@ def flask_caching_backend(
 
 @functools.cache
 def _shared_database_redis_cache() -> type[t.Any]:
-    from itertools import islice
-
     from flask_caching.backends.rediscache import RedisCache
 
     class SharedDatabaseRedisCache(RedisCache):

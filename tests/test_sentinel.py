@@ -202,17 +202,17 @@ def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
         (
             {"REDIS_SENTINELS": ["s1:port"], "REDIS_SENTINEL_MASTER": "m"},
             "REDIS_SENTINELS",
-            "is not a list of addresses",
+            "does not list its hosts",
         ),
         (
             {"REDIS_SENTINELS": [], "REDIS_SENTINEL_MASTER": "m"},
             "REDIS_SENTINELS",
-            "is not a list of addresses",
+            "does not list its hosts",
         ),
         (
             {"REDIS_URL": "redis+sentinel://s1:1,:2/m"},
             "REDIS_URL",
-            "is not a list of addresses",
+            "does not list its hosts",
         ),
         (
             {"REDIS_URL": "redis+sentinel://s1/m/zero"},
