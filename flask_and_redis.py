@@ -1079,7 +1079,7 @@ _RULES: dict[str, tuple[t.Any, str, Callable[[t.Any], bool]]] = {
         lambda name: callable(codecs.lookup_error(name)),
     ),
     **dict.fromkeys(("ssl_keyfile", "ssl_certfile", "ssl_ca_certs"), _FILE),
-    "ssl_ca_path": (_to_path, "a directory of CA certificates", os.path.isdir),
+    "ssl_ca_path": (_to_path, "an existing directory of CA certs", os.path.isdir),
     "ssl_cert_reqs": (
         lambda reqs: reqs if isinstance(reqs, ssl.VerifyMode) else _convert(str, reqs),
         "'required' (the default), 'optional' or 'none', or an ssl.VerifyMode",

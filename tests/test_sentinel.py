@@ -202,12 +202,12 @@ def test_tls_applies_to_master_replicas_and_sentinels(tmp_path: Any) -> None:
         (
             {"REDIS_SENTINELS": ["s1:port"], "REDIS_SENTINEL_MASTER": "m"},
             "REDIS_SENTINELS",
-            "does not list its hosts",
+            "is not a list of addresses",
         ),
         (
             {"REDIS_SENTINELS": [], "REDIS_SENTINEL_MASTER": "m"},
             "REDIS_SENTINELS",
-            "does not list its hosts",
+            "is not a list of addresses",
         ),
         (
             {"REDIS_URL": "redis+sentinel://s1:1,:2/m"},
