@@ -162,6 +162,7 @@ def server_binary_has_tls(binary: str) -> bool:
     # that tls-port is an unknown directive). Neither gets as far as listening.
     probe = subprocess.run(
         [binary, "--port", "0", "--tls-port", str(free_port())],
+        env=_environment(),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -178,6 +179,19 @@ def server_binary_has_tls(binary: str) -> bool:
 # to be running is most likely there.
 _RESERVED_PORTS = frozenset({6379, 16379, 26379})
 _LOWEST_CHOSEN_PORT = 20000
+
+
+def _environment() -> dict[str, str]:
+    """A copy of the environment, for the servers and redis-cli. They are started
+    in background threads while a test may set variables (monkeypatch.setenv):
+    a child made with vfork reads the parent's live environment, and one that it
+    reads as another thread enlarges it fails to start ("[Errno 14] Bad
+    address"). A copy is built before the fork."""
+    while True:
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):  # changed as it was copied: copy again
+            continue
 
 
 def free_port(max_port: int = 65535) -> int:
@@ -779,6 +793,7 @@ class RedisServer:
         with open(self.directory / "output.log", "ab") as output:
             self._process = subprocess.Popen(
                 [self.binary, str(config), *self._arguments()],
+                env=_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
@@ -1217,6 +1232,7 @@ class ServerCluster(_Servers):
                 str(self._replica_count),
                 "--cluster-yes",
             ],
+            env=_environment(),
             capture_output=True,
             text=True,
             timeout=30,
