@@ -411,11 +411,7 @@ def _bind(settings: ClientSettings) -> _Binding:
     try:
         # Built for asyncio too, so that what redis-py refuses is refused here.
         client = settings.create_client()
-        replica = None
-        if isinstance(settings, SentinelSettings):
-            # The master's sentinel manager asks for the replicas too.
-            manager = client.connection_pool.sentinel_manager
-            replica = _sentinel_client(settings, False, sentinel_manager=manager)
+        replica = _replica_of(settings, client)
     except (TypeError, ValueError, AttributeError) as error:
         if isinstance(error, ConfigurationError):
             raise
@@ -440,6 +436,14 @@ def _bind(settings: ClientSettings) -> _Binding:
             " aclose() (to close it with its event loop); use redis-py 5.0.1 or later.",
         )
     return LoopLocalClient(settings)
+
+
+def _replica_of(settings: ClientSettings, client: t.Any) -> t.Any:
+    """With Sentinel, the replica client, asking through *client*'s sentinels."""
+    if not isinstance(settings, SentinelSettings):
+        return None
+    manager = client.connection_pool.sentinel_manager
+    return _sentinel_client(settings, False, sentinel_manager=manager)
 
 
 class _Clients(Mapping[str, t.Any]):
@@ -1948,10 +1952,8 @@ class LoopLocalClient(_Binding):
                 settings.prefix,
                 id(closed),
             )
-        client, replica = settings.create_client(), None
-        if isinstance(settings, SentinelSettings):
-            manager = client.connection_pool.sentinel_manager
-            replica = _sentinel_client(settings, False, sentinel_manager=manager)
+        client = settings.create_client()
+        replica = _replica_of(settings, client)
         if sys.version_info[:2] == (3, 11):  # see _timed_writes
             for built in (client, replica):
                 pool = getattr(built, "connection_pool", None)  # (not a cluster's)
@@ -2389,8 +2391,12 @@ def _recorded(
         context = _cv_app.get(None)
         if context is None or _NOT_RECORDING.get():
             return None
-        listed: list[tuple[t.Any, ...]] = context.g.setdefault("_redis_commands", [])
-        return listed
+        try:
+            return t.cast(list[tuple[t.Any, ...]], context.g._redis_commands)
+        except AttributeError:  # the first of the context: no list made per command
+            listed: list[tuple[t.Any, ...]] = []
+            context.g._redis_commands = listed
+            return listed
 
     async def record_awaited(*args: t.Any, **kwargs: t.Any) -> t.Any:
         listed = records()

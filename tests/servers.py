@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ __all__ = [
     "find_server_binary",
     "free_cluster_port",
     "free_port",
+    "in_a_forked_child",
     "key_in_slots",
     "make_tls_files",
     "replica_linked",
@@ -179,6 +181,23 @@ def server_binary_has_tls(binary: str) -> bool:
 # to be running is most likely there.
 _RESERVED_PORTS = frozenset({6379, 16379, 26379})
 _LOWEST_CHOSEN_PORT = 20000
+
+
+def in_a_forked_child(check: Callable[[], bool]) -> bool:
+    """Whether *check* holds in a child forked from this process, as in a
+    preforking server's worker (an exception in it counts as no)."""
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process with threads.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child
+        status = 1
+        try:
+            status = 0 if check() else 1
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
 def _environment() -> dict[str, str]:

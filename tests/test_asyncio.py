@@ -18,7 +18,6 @@ import contextlib
 import contextvars
 import gc
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from flask_and_redis import (
     client_settings_from_config,
 )
 
-from servers import ACL_USERS, AUTH_PASSWORD, RedisServer
+from servers import ACL_USERS, AUTH_PASSWORD, RedisServer, in_a_forked_child
 
 MakeApp = Callable[..., Flask]
 
@@ -903,21 +902,12 @@ def test_a_forked_worker_runs_its_views_in_a_loop_of_its_own(
 ) -> None:
     app = counting_app(make_app, server)
     parent = app.test_client().get("/").json
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process with threads.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the worker
-        status = 1
-        try:
-            child = app.test_client().get("/").json
-            if child["requests"] == 2 and child["loop"] != parent["loop"]:
-                status = 0
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
 
-    assert os.waitstatus_to_exitcode(status) == 0
+    def in_the_worker() -> bool:
+        child = app.test_client().get("/").json
+        return bool(child["requests"] == 2 and child["loop"] != parent["loop"])
+
+    assert in_a_forked_child(in_the_worker)
     assert app.test_client().get("/").json["loop"] == parent["loop"]
 
 

@@ -9,7 +9,6 @@ import importlib
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,7 +29,12 @@ from flask_and_redis import (
     client_settings_from_config,
 )
 
-from servers import RedisServer, SentinelGroup, SwitchMasterAnnouncements
+from servers import (
+    RedisServer,
+    SentinelGroup,
+    SwitchMasterAnnouncements,
+    in_a_forked_child,
+)
 
 MakeApp = Callable[..., Flask]
 RecordTiming = Callable[[str, float], None]
@@ -657,21 +661,12 @@ def test_a_forked_worker_follows_failovers_itself(
     # As gunicorn --preload does: the app is made, and used, before forking.
     redis = Redis(make_app(REDIS_URL=sentinel_group.url(db=5)))
     redis.set("forked", "parent")
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process with threads.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # the worker
-        status = 1
-        try:
-            redis.set("forked", "child")
-            if len(watcher_threads()) == len(sentinel_group.sentinels):
-                status = 0
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
 
-    assert os.waitstatus_to_exitcode(status) == 0
+    def in_the_worker() -> bool:
+        redis.set("forked", "child")
+        return len(watcher_threads()) == len(sentinel_group.sentinels)
+
+    assert in_a_forked_child(in_the_worker)
     assert redis.get("forked") == b"child"
     # The parent's own, once those of the tests before it have ended.
     wait_for(
